@@ -18,3 +18,17 @@ pub use executor::{BlockingExecutor, InlineExecutor, SharedExecutor, TokioBlocki
 pub use rng::RandomSource;
 pub use shard::{DEFAULT_SHARD_COUNT, Placement, ShardId};
 pub use store::{FenceKey, MemoryStore, StateStore, StoreError};
+pub mod context;
+pub mod error;
+pub mod object;
+pub mod reference;
+pub mod runtime;
+
+pub use context::{CallChain, CallContext, CallerIdentity, MAX_CHAIN_DEPTH};
+pub use error::{CallError, MethodError};
+pub use object::{
+    ActivationPolicy, DynMessage, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy,
+    Tick, TypeOptions,
+};
+pub use reference::{ObjectRef, RawRef};
+pub use runtime::{BuildError, Client, Node, NodeBuilder, NodeConfig, TimerHandle};

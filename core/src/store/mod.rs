@@ -8,6 +8,8 @@
 
 mod memory;
 
+pub use memory::DEFAULT_TOMBSTONE_RETENTION;
+
 pub use memory::MemoryStore;
 
 use std::fmt;

@@ -1,0 +1,175 @@
+//! References to objects: [`RawRef`] (object type + id bound to a caller), which generated typed
+//! references (`CounterRef`) wrap, and [`ObjectRef`], the id-only form kept in object state.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::clock::MonoTime;
+use crate::context::{CallChain, CallContext, CallerIdentity};
+use crate::error::CallError;
+use crate::object::{EncodedMessage, Object, Payload};
+use crate::runtime::{CallRequest, MethodTarget, NodeShared, TypeTarget};
+
+/// Who a reference calls on behalf of: the node to route through, the awaited chain, the
+/// deadline and the caller identity.
+#[derive(Clone)]
+pub struct Caller {
+    pub(crate) node: Arc<NodeShared>,
+    pub(crate) chain: Option<Arc<CallChain>>,
+    /// `None`: the node's default deadline from the time of each call.
+    pub(crate) deadline: Option<MonoTime>,
+    /// Relative deadline of each call when `deadline` is `None` (default: the node's).
+    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) identity: Option<Arc<CallerIdentity>>,
+}
+
+/// An untyped reference: object type and id bound to a caller.
+#[derive(Clone)]
+pub struct RawRef {
+    caller: Caller,
+    target: TypeTarget,
+    id: Arc<str>,
+}
+
+impl fmt::Debug for RawRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RawRef({}/{})", self.object_type(), self.id)
+    }
+}
+
+impl RawRef {
+    pub(crate) fn new(caller: Caller, object_type: &str, id: String) -> Self {
+        let target = caller.node.type_target(object_type);
+        RawRef { caller, target, id: Arc::from(id) }
+    }
+
+    pub(crate) fn with_target(caller: Caller, target: TypeTarget, id: String) -> Self {
+        RawRef { caller, target, id: Arc::from(id) }
+    }
+
+    /// The object id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The object type name.
+    pub fn object_type(&self) -> &str {
+        self.target.name()
+    }
+
+    fn request(&self, method: MethodTarget, payload: Payload, one_way: bool) -> CallRequest {
+        CallRequest {
+            target: self.target.clone(),
+            id: self.id.clone(),
+            method,
+            payload,
+            deadline: self.caller.deadline,
+            timeout: self.caller.timeout,
+            chain: if one_way { None } else { self.caller.chain.clone() },
+            identity: self.caller.identity.clone(),
+            one_way,
+        }
+    }
+
+    /// Calls `method` (wire name) with a typed request and waits for the typed response.
+    /// Local calls move the messages (no encoding).
+    pub async fn call<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, CallError>
+    where
+        Req: prost::Message + prost::Name + Send + 'static,
+        Resp: prost::Message + prost::Name + Default + Send + 'static,
+    {
+        let method = MethodTarget::Name(Arc::from(method));
+        let response = self.caller.node.call(self.request(method, Payload::typed(request), false));
+        response.await?.into_message::<Resp>()
+    }
+
+    /// Calls method number `index` of the type's method table (named `name`): the path of
+    /// generated typed references, which skips the method-name lookup.
+    pub async fn call_indexed<Req, Resp>(
+        &self,
+        index: usize,
+        name: &'static str,
+        request: Req,
+    ) -> Result<Resp, CallError>
+    where
+        Req: prost::Message + prost::Name + Send + 'static,
+        Resp: prost::Message + prost::Name + Default + Send + 'static,
+    {
+        let method = MethodTarget::Index(index, name);
+        let response = self.caller.node.call(self.request(method, Payload::typed(request), false));
+        response.await?.into_message::<Resp>()
+    }
+
+    /// Sends method number `index` (named `name`) one way: no response, and the call starts a
+    /// new chain. Returns once the call is queued (or fails to be).
+    pub async fn send_indexed<Req>(
+        &self,
+        index: usize,
+        name: &'static str,
+        request: Req,
+    ) -> Result<(), CallError>
+    where
+        Req: prost::Message + prost::Name + Send + 'static,
+    {
+        let method = MethodTarget::Index(index, name);
+        self.caller.node.call(self.request(method, Payload::typed(request), true)).await.map(drop)
+    }
+
+    /// Sends `method` (wire name) one way.
+    pub async fn send<Req>(&self, method: &str, request: Req) -> Result<(), CallError>
+    where
+        Req: prost::Message + prost::Name + Send + 'static,
+    {
+        let method = MethodTarget::Name(Arc::from(method));
+        self.caller.node.call(self.request(method, Payload::typed(request), true)).await.map(drop)
+    }
+
+    /// Calls `method` with an encoded request (the dynamic path); the response comes back
+    /// encoded.
+    pub async fn call_encoded(
+        &self,
+        method: &str,
+        request: EncodedMessage,
+    ) -> Result<EncodedMessage, CallError> {
+        let method = MethodTarget::Name(Arc::from(method));
+        let req = self.request(method, Payload::Encoded(request), false);
+        Ok(self.caller.node.call(req).await?.into_encoded())
+    }
+}
+
+/// An id-only reference to an object of type `T`, for keeping in object state; bind it to a
+/// caller at each call with [`ObjectRef::bind`].
+pub struct ObjectRef<T> {
+    id: String,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ObjectRef<T> {
+    fn clone(&self) -> Self {
+        ObjectRef { id: self.id.clone(), _type: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for ObjectRef<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectRef({})", self.id)
+    }
+}
+
+impl<T: Object> ObjectRef<T> {
+    /// A reference to the object `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        ObjectRef { id: id.into(), _type: PhantomData }
+    }
+
+    /// The object id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The typed reference bound to the current turn's context.
+    pub fn bind(&self, ctx: &CallContext) -> T::Ref {
+        ctx.get::<T>(self.id.clone())
+    }
+}

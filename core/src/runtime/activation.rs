@@ -1,0 +1,602 @@
+//! Activations: the one slot per object id on a node, its mailbox, and the loop that runs its
+//! turns one at a time.
+//!
+//! Slot phases: Activating → Active → Deactivating → Gone. Work pushed while Activating or
+//! Deactivating waits in the mailbox; a deactivation whose mailbox is not empty when its save
+//! has committed starts a new activation in the same task, so a new activation never starts
+//! before the previous save committed. The mailbox allocates nothing while empty (its capacity
+//! is released when drained), and the activation has no timer of its own: the node wheel
+//! drives deadlines, turn limits, idleness and periodic saves.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use super::timer::{TimerHandle, TimerState};
+use super::wheel::WheelEntry;
+use super::{NodeShared, TypeEntry};
+use crate::clock::MonoTime;
+use crate::context::{CallChain, CallerIdentity};
+use crate::error::CallError;
+use crate::object::{PersistencePolicy, Payload};
+use crate::runtime::ownership::Location;
+
+/// The answer to one call.
+pub(crate) enum Reply {
+    /// The call ran (or failed before running with a final error).
+    Done(Result<Payload, CallError>),
+    /// The call provably did not start; its payload comes back for the router to resend.
+    Bounced(Payload, CallError),
+}
+
+/// The sending side of a reply slot.
+pub(crate) type ReplyTx = oneshot::Sender<Reply>;
+
+/// A call waiting in a mailbox.
+pub(crate) struct CallEnvelope {
+    pub(crate) method: usize,
+    pub(crate) payload: Payload,
+    pub(crate) deadline: MonoTime,
+    pub(crate) chain: Option<Arc<CallChain>>,
+    pub(crate) identity: Option<Arc<CallerIdentity>>,
+    pub(crate) reply: Option<ReplyTx>,
+}
+
+/// Anything an activation processes in order.
+pub(crate) enum Work {
+    /// A method call.
+    Call(CallEnvelope),
+    /// `create`: activates if needed, then answers.
+    Create(oneshot::Sender<Result<(), CallError>>),
+    /// `delete`: deactivates, writes a tombstone, answers.
+    Delete(oneshot::Sender<Result<(), CallError>>),
+    /// A timer tick.
+    Tick {
+        /// The timer's method.
+        method: usize,
+        /// Tick number.
+        sequence: u64,
+    },
+}
+
+impl Work {
+    fn deadline(&self) -> MonoTime {
+        match self {
+            Work::Call(env) => env.deadline,
+            _ => MonoTime::MAX,
+        }
+    }
+
+    /// Answers the work as not started (the activation is leaving without running it).
+    pub(crate) fn bounce(self, error: CallError) {
+        match self {
+            Work::Call(env) => {
+                if let Some(reply) = env.reply {
+                    let _ = reply.send(Reply::Bounced(env.payload, error));
+                }
+            }
+            Work::Create(reply) | Work::Delete(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Work::Tick { .. } => {}
+        }
+    }
+
+    /// Answers the work with a final error.
+    pub(crate) fn fail(self, error: CallError) {
+        match self {
+            Work::Call(env) => {
+                if let Some(reply) = env.reply {
+                    let _ = reply.send(Reply::Done(Err(error)));
+                }
+            }
+            Work::Create(reply) | Work::Delete(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Work::Tick { .. } => {}
+        }
+    }
+}
+
+/// Slot phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Activating,
+    Active,
+    Deactivating,
+    Gone,
+}
+
+/// Why an activation is asked to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeactivateReason {
+    Idle,
+    Shutdown,
+}
+
+/// The call whose turn is running.
+struct Running {
+    started: MonoTime,
+    deadline: MonoTime,
+    reply: Option<ReplyTx>,
+}
+
+struct Mailbox {
+    queue: VecDeque<Work>,
+    phase: Phase,
+    running: Option<Running>,
+    last_activity: MonoTime,
+    /// Earliest time a wheel entry for this activation is pending (`MAX`: none).
+    wheel_at: MonoTime,
+    next_save: MonoTime,
+    deactivate: Option<DeactivateReason>,
+    save_due: bool,
+}
+
+/// Background work owned by an activation (allocated on first use).
+#[derive(Default)]
+struct Owned {
+    tasks: JoinSet<()>,
+    timers: Vec<Arc<TimerState>>,
+}
+
+/// The shared, type-erased part of an activation.
+pub(crate) struct ActivationShared {
+    pub(crate) id: Arc<str>,
+    pub(crate) entry: Arc<TypeEntry>,
+    pub(crate) location: Location,
+    pub(crate) table_shard: u32,
+    mailbox: Mutex<Mailbox>,
+    waker: AtomicWaker,
+    /// Woken when the running turn is poisoned (separate from `waker`, so pushes during a turn
+    /// do not poll the turn spuriously).
+    poison_waker: AtomicWaker,
+    poisoned: AtomicBool,
+    owned: Mutex<Option<Box<Owned>>>,
+}
+
+/// Why a push was refused.
+pub(crate) enum PushError {
+    /// The activation is gone: look the slot up again.
+    Gone(Work),
+    /// The mailbox is full.
+    Full,
+}
+
+impl ActivationShared {
+    pub(crate) fn new(id: Arc<str>, entry: Arc<TypeEntry>, location: Location) -> Self {
+        let table_shard = location.table_shard;
+        ActivationShared {
+            id,
+            entry,
+            location,
+            table_shard,
+            mailbox: Mutex::new(Mailbox {
+                queue: VecDeque::new(),
+                phase: Phase::Activating,
+                running: None,
+                last_activity: MonoTime::ZERO,
+                wheel_at: MonoTime::MAX,
+                next_save: MonoTime::MAX,
+                deactivate: None,
+                save_due: false,
+            }),
+            waker: AtomicWaker::new(),
+            poison_waker: AtomicWaker::new(),
+            poisoned: AtomicBool::new(false),
+            owned: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Mailbox> {
+        // Short critical sections over plain data, never across an await; std mutex is cheaper
+        // than tokio's here. A poisoned lock means a panic elsewhere: the data stays valid.
+        self.mailbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.phase() == Phase::Gone
+    }
+
+    /// Queues work. Never blocks: a full mailbox answers at once.
+    pub(crate) fn push(self: &Arc<Self>, node: &NodeShared, work: Work) -> Result<(), PushError> {
+        let deadline = work.deadline();
+        let schedule;
+        {
+            let mut mailbox = self.lock();
+            if mailbox.phase == Phase::Gone {
+                return Err(PushError::Gone(work));
+            }
+            if mailbox.queue.len() >= self.entry.options.mailbox_capacity {
+                return Err(PushError::Full);
+            }
+            schedule = deadline < mailbox.wheel_at;
+            if schedule {
+                mailbox.wheel_at = deadline;
+            }
+            mailbox.queue.push_back(work);
+        }
+        if schedule {
+            node.wheel.schedule(deadline, WheelEntry::Activation(Arc::downgrade(self)));
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Queues a timer tick; false if it was not queued.
+    pub(crate) fn push_tick(&self, tick: Work) -> bool {
+        {
+            let mut mailbox = self.lock();
+            let accepting = matches!(mailbox.phase, Phase::Active | Phase::Activating);
+            if !accepting || mailbox.queue.len() >= self.entry.options.mailbox_capacity {
+                return false;
+            }
+            mailbox.queue.push_back(tick);
+        }
+        self.waker.wake();
+        true
+    }
+
+    /// Asks the activation to deactivate at its next dequeue.
+    pub(crate) fn request_deactivation(&self, reason: DeactivateReason) {
+        self.lock().deactivate.get_or_insert(reason);
+        self.waker.wake();
+    }
+
+    /// The wheel visits this activation: expire calls, poison an overlong turn, start idle
+    /// deactivation or a periodic save, and schedule the next visit.
+    pub(crate) fn on_wheel(self: &Arc<Self>, node: &NodeShared, now: MonoTime) {
+        let options = &self.entry.options;
+        let mut expired: Vec<ReplyTx> = Vec::new();
+        let mut wake = false;
+        let next;
+        {
+            let mut mailbox = self.lock();
+            mailbox.wheel_at = MonoTime::MAX;
+            if mailbox.phase == Phase::Gone {
+                return;
+            }
+            let mut kept = VecDeque::new();
+            for work in mailbox.queue.drain(..) {
+                match work {
+                    Work::Call(mut env) if env.deadline <= now => {
+                        if let Some(reply) = env.reply.take() {
+                            expired.push(reply);
+                        }
+                    }
+                    other => kept.push_back(other),
+                }
+            }
+            mailbox.queue = kept;
+            let mut earliest = MonoTime::MAX;
+            for work in &mailbox.queue {
+                earliest = earliest.min(work.deadline());
+            }
+            if let Some(running) = mailbox.running.as_mut() {
+                if running.deadline <= now {
+                    if let Some(reply) = running.reply.take() {
+                        expired.push(reply);
+                    }
+                } else if running.reply.is_some() {
+                    earliest = earliest.min(running.deadline);
+                }
+                let limit = running.started + options.max_turn_duration;
+                if now >= limit {
+                    self.poisoned.store(true, Ordering::Release);
+                    self.poison_waker.wake();
+                } else {
+                    earliest = earliest.min(limit);
+                }
+            }
+            if mailbox.phase == Phase::Active {
+                if let Some(idle) = options.idle_timeout {
+                    let idle_at = mailbox.last_activity + idle;
+                    let idle_now = mailbox.queue.is_empty() && mailbox.running.is_none();
+                    if idle_now && now >= idle_at {
+                        mailbox.deactivate.get_or_insert(DeactivateReason::Idle);
+                        wake = true;
+                    } else {
+                        earliest = earliest.min(idle_at.max(now + Duration::from_millis(1)));
+                    }
+                }
+                if let PersistencePolicy::Periodic(period) = options.persistence {
+                    if now >= mailbox.next_save {
+                        mailbox.save_due = true;
+                        mailbox.next_save = now + period;
+                        wake = true;
+                    }
+                    earliest = earliest.min(mailbox.next_save);
+                }
+            }
+            next = earliest;
+            if next < MonoTime::MAX {
+                mailbox.wheel_at = next;
+            }
+        }
+        let id = &self.id;
+        for reply in expired {
+            let _ = reply.send(Reply::Done(Err(CallError::DeadlineExceeded { id: id.to_string() })));
+        }
+        if next < MonoTime::MAX {
+            node.wheel.schedule(next, WheelEntry::Activation(Arc::downgrade(self)));
+        }
+        if wake {
+            self.waker.wake();
+        }
+    }
+
+    /// Marks the activation Active after a successful activation and arms its wheel entry.
+    pub(crate) fn set_active(self: &Arc<Self>, node: &NodeShared, now: MonoTime) {
+        let options = &self.entry.options;
+        let mut at = MonoTime::MAX;
+        if let Some(idle) = options.idle_timeout {
+            at = at.min(now + idle);
+        }
+        let mut mailbox = self.lock();
+        mailbox.phase = Phase::Active;
+        mailbox.last_activity = now;
+        mailbox.running = None;
+        if let PersistencePolicy::Periodic(period) = options.persistence {
+            mailbox.next_save = now + period;
+            at = at.min(mailbox.next_save);
+        }
+        // Queued calls may carry deadlines that were already registered.
+        let schedule = at < mailbox.wheel_at;
+        if schedule {
+            mailbox.wheel_at = at;
+        }
+        drop(mailbox);
+        self.poisoned.store(false, Ordering::Release);
+        if schedule {
+            node.wheel.schedule(at, WheelEntry::Activation(Arc::downgrade(self)));
+        }
+    }
+
+    /// Takes the next piece of work (cancel safe: nothing is taken until it returns Ready).
+    pub(crate) fn next<'a>(self: &'a Arc<Self>, node: &'a NodeShared) -> NextWork<'a> {
+        NextWork { activation: self, node }
+    }
+
+    fn poll_next(self: &Arc<Self>, node: &NodeShared, cx: &mut Context<'_>) -> Poll<Next> {
+        self.waker.register(cx.waker());
+        let mut schedule = None;
+        let result = {
+            let mut mailbox = self.lock();
+            if let Some(reason) = mailbox.deactivate {
+                let shutting_down = reason == DeactivateReason::Shutdown;
+                if shutting_down || (mailbox.queue.is_empty() && mailbox.running.is_none()) {
+                    mailbox.deactivate = None;
+                    mailbox.phase = Phase::Deactivating;
+                    return Poll::Ready(Next::Deactivate(reason));
+                }
+                // Work arrived after the idle decision: the object is not idle any more.
+                mailbox.deactivate = None;
+            }
+            if mailbox.save_due {
+                mailbox.save_due = false;
+                return Poll::Ready(Next::Save);
+            }
+            let mut result = Poll::Pending;
+            while let Some(work) = mailbox.queue.pop_front() {
+                match work {
+                    Work::Call(mut env) => {
+                        let now = node.clock.now();
+                        if env.deadline <= now {
+                            if let Some(reply) = env.reply.take() {
+                                let error = CallError::DeadlineExceeded { id: self.id.to_string() };
+                                let _ = reply.send(Reply::Done(Err(error)));
+                            }
+                            continue;
+                        }
+                        let limit = now + self.entry.options.max_turn_duration;
+                        if limit < mailbox.wheel_at {
+                            mailbox.wheel_at = limit;
+                            schedule = Some(limit);
+                        }
+                        mailbox.running =
+                            Some(Running { started: now, deadline: env.deadline, reply: env.reply.take() });
+                        mailbox.last_activity = now;
+                        result = Poll::Ready(Next::Call(env, now));
+                        break;
+                    }
+                    Work::Tick { method, sequence } => {
+                        let now = node.clock.now();
+                        let limit = now + self.entry.options.max_turn_duration;
+                        if limit < mailbox.wheel_at {
+                            mailbox.wheel_at = limit;
+                            schedule = Some(limit);
+                        }
+                        mailbox.running =
+                            Some(Running { started: now, deadline: MonoTime::MAX, reply: None });
+                        result = Poll::Ready(Next::Tick { method, sequence, now });
+                        break;
+                    }
+                    Work::Create(reply) => {
+                        result = Poll::Ready(Next::Create(reply));
+                        break;
+                    }
+                    Work::Delete(reply) => {
+                        mailbox.phase = Phase::Deactivating;
+                        result = Poll::Ready(Next::Delete(reply));
+                        break;
+                    }
+                }
+            }
+            if mailbox.queue.is_empty() && mailbox.queue.capacity() > 0 {
+                // Release the capacity of a drained mailbox: idle activations cost nothing here.
+                mailbox.queue = VecDeque::new();
+            }
+            result
+        };
+        if let Some(at) = schedule {
+            node.wheel.schedule(at, WheelEntry::Activation(Arc::downgrade(self)));
+        }
+        result
+    }
+
+    /// Completes the running call: takes its reply slot (empty if the wheel already answered
+    /// the caller with a deadline error).
+    pub(crate) fn finish_running(&self, now: MonoTime) -> Option<ReplyTx> {
+        let mut mailbox = self.lock();
+        mailbox.last_activity = mailbox.last_activity.max(now);
+        mailbox.running.take().and_then(|r| r.reply)
+    }
+
+    /// Whether the running turn has been poisoned.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Whether the mailbox is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    /// Whether a `create` waits in the mailbox.
+    pub(crate) fn has_create_queued(&self) -> bool {
+        self.lock().queue.iter().any(|w| matches!(w, Work::Create(_)))
+    }
+
+    /// Takes a `delete` at the head of the mailbox of a slot that is not active yet (deleting
+    /// an inactive object must not activate it).
+    pub(crate) fn take_leading_delete(&self) -> Option<oneshot::Sender<Result<(), CallError>>> {
+        let mut mailbox = self.lock();
+        if !matches!(mailbox.queue.front(), Some(Work::Delete(_))) {
+            return None;
+        }
+        match mailbox.queue.pop_front() {
+            Some(Work::Delete(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+
+    /// Drains the mailbox (activation ending with work still queued).
+    pub(crate) fn drain(&self) -> Vec<Work> {
+        let mut mailbox = self.lock();
+        mailbox.queue.drain(..).collect()
+    }
+
+    /// Moves to Deactivating (delete and poison paths).
+    pub(crate) fn set_deactivating(&self) {
+        self.lock().phase = Phase::Deactivating;
+    }
+
+    /// After a deactivation's save: either goes Gone and leaves the table (mailbox empty), or
+    /// returns to Activating for the work that arrived meanwhile. Returns whether to reactivate.
+    pub(crate) fn finish_deactivation(self: &Arc<Self>, node: &NodeShared, allow_reactivation: bool) -> bool {
+        let mut table = node.table(self.table_shard);
+        let mut mailbox = self.lock();
+        if allow_reactivation && !mailbox.queue.is_empty() {
+            mailbox.phase = Phase::Activating;
+            return true;
+        }
+        mailbox.phase = Phase::Gone;
+        drop(mailbox);
+        if let Some(current) = table.get(&self.id) {
+            if Arc::ptr_eq(current, self) {
+                table.remove(&self.id);
+            }
+        }
+        false
+    }
+
+    /// Spawns owned background work.
+    pub(crate) fn spawn_owned(
+        &self,
+        node: &NodeShared,
+        work: Pin<Box<dyn Future<Output = ()> + Send + 'static>>,
+    ) {
+        let _ = node;
+        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+        owned.get_or_insert_with(Box::default).tasks.spawn(work);
+    }
+
+    /// Starts an owned timer.
+    pub(crate) fn start_timer(
+        self: &Arc<Self>,
+        node: &NodeShared,
+        period: Duration,
+        method: &str,
+    ) -> Result<TimerHandle, CallError> {
+        let index = self.entry.method_index(method)?;
+        let period = period.max(node.wheel_granularity());
+        let state = Arc::new(TimerState {
+            method: index,
+            period,
+            sequence: Default::default(),
+            cancelled: AtomicBool::new(false),
+            activation: Arc::downgrade(self),
+        });
+        {
+            let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+            let owned = owned.get_or_insert_with(Box::default);
+            owned.timers.retain(|t| !t.cancelled.load(Ordering::Acquire));
+            owned.timers.push(state.clone());
+        }
+        node.wheel.schedule(node.clock.now() + period, WheelEntry::Timer(Arc::downgrade(&state)));
+        Ok(TimerHandle { state })
+    }
+
+    /// Cancels owned timers and tasks and waits for the tasks to end (before the save).
+    pub(crate) async fn cancel_owned(&self) {
+        let owned = self.owned.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut owned) = owned {
+            for timer in &owned.timers {
+                timer.cancelled.store(true, Ordering::Release);
+            }
+            owned.tasks.shutdown().await;
+        }
+    }
+}
+
+/// What the activation loop does next.
+pub(crate) enum Next {
+    Call(CallEnvelope, MonoTime),
+    Tick { method: usize, sequence: u64, now: MonoTime },
+    Create(oneshot::Sender<Result<(), CallError>>),
+    Delete(oneshot::Sender<Result<(), CallError>>),
+    Deactivate(DeactivateReason),
+    Save,
+}
+
+/// Future returned by [`ActivationShared::next`].
+pub(crate) struct NextWork<'a> {
+    activation: &'a Arc<ActivationShared>,
+    node: &'a NodeShared,
+}
+
+impl Future for NextWork<'_> {
+    type Output = Next;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Next> {
+        self.activation.poll_next(self.node, cx)
+    }
+}
+
+/// Wraps a turn so that a poisoned activation drops it at its next poll.
+pub(crate) struct Poisonable<'a, F> {
+    pub(crate) turn: F,
+    pub(crate) activation: &'a ActivationShared,
+}
+
+impl<F: Future + Unpin> Future for Poisonable<'_, F> {
+    type Output = Option<F::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.activation.is_poisoned() {
+            return Poll::Ready(None);
+        }
+        self.activation.poison_waker.register(cx.waker());
+        Pin::new(&mut self.turn).poll(cx).map(Some)
+    }
+}

@@ -1,0 +1,421 @@
+//! The activation loop of one object type (monomorphised per type): activate (fence, load,
+//! restore, hook), serve turns one at a time, deactivate (cancel owned work, hook, save), and
+//! reactivate when work arrived during deactivation.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::NodeShared;
+use super::activation::{
+    ActivationShared, CallEnvelope, DeactivateReason, Next, Poisonable, Reply,
+};
+use crate::clock::MonoTime;
+use crate::context::CallContext;
+use crate::epoch::Epoch;
+use crate::error::CallError;
+use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick};
+use crate::store::{DeleteRequest, SaveRequest, StoredObject};
+
+/// Entry point stored in the type registry.
+pub(super) fn start<T: Object>(
+    node: Arc<NodeShared>,
+    activation: Arc<ActivationShared>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(run::<T>(node, activation))
+}
+
+/// A live instance and its persistence bookkeeping.
+struct Live<T> {
+    object: T,
+    epoch: Epoch,
+    /// Version of the last stored record (save or tombstone), 0 if none.
+    version: u64,
+    /// Encoding of the last saved (or loaded) state, to save only when it changed.
+    saved: Option<Bytes>,
+}
+
+/// How serving ended.
+enum Ending {
+    Deactivate(DeactivateReason),
+    Delete(tokio::sync::oneshot::Sender<Result<(), CallError>>),
+    /// A turn was poisoned or write-through state could not be saved: discard unsaved state.
+    Discard,
+}
+
+async fn run<T: Object>(node: Arc<NodeShared>, activation: Arc<ActivationShared>) {
+    loop {
+        let Some(mut live) = activate::<T>(&node, &activation).await else { return };
+        let ending = serve::<T>(&node, &activation, &mut live).await;
+        let stopping = matches!(ending, Ending::Deactivate(DeactivateReason::Shutdown));
+        deactivate::<T>(&node, &activation, live, ending).await;
+        if stopping {
+            for work in activation.drain() {
+                work.bounce(CallError::ShuttingDown);
+            }
+        }
+        if !activation.finish_deactivation(&node, !stopping) {
+            return;
+        }
+    }
+}
+
+fn root_context(node: &Arc<NodeShared>, activation: &Arc<ActivationShared>) -> CallContext {
+    CallContext {
+        node: node.clone(),
+        activation: activation.clone(),
+        chain: None,
+        deadline: MonoTime::MAX,
+        caller: None,
+    }
+}
+
+/// Ends an activation attempt that failed before serving: every queued piece of work gets
+/// `error`, and the slot goes away (or retries if work arrived meanwhile and `retry`).
+fn abandon(activation: &ActivationShared, error: &CallError, bounce: bool) {
+    for work in activation.drain() {
+        if bounce {
+            work.bounce(error.clone());
+        } else {
+            work.fail(error.clone());
+        }
+    }
+}
+
+async fn activate<T: Object>(
+    node: &Arc<NodeShared>,
+    activation: &Arc<ActivationShared>,
+) -> Option<Live<T>> {
+    loop {
+        while let Some(reply) = activation.take_leading_delete() {
+            let _ = reply.send(delete_inactive(node, activation).await);
+        }
+        if activation.is_empty() {
+            activation.set_deactivating();
+            if !activation.finish_deactivation(node, true) {
+                return None;
+            }
+            continue;
+        }
+        match try_activate::<T>(node, activation).await {
+            Ok(live) => {
+                let now = node.clock.now();
+                activation.set_active(node, now);
+                activation.entry.metrics.activations.increment(1.0);
+                activation.entry.metrics.activations_started.increment(1);
+                return Some(live);
+            }
+            Err((error, bounce)) => {
+                abandon(activation, &error, bounce);
+                activation.set_deactivating();
+                if !activation.finish_deactivation(node, true) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Deletes an object that has no activation: checks its type, leaves a tombstone.
+async fn delete_inactive(node: &NodeShared, activation: &ActivationShared) -> Result<(), CallError> {
+    let entry = &activation.entry;
+    if !entry.persistent() {
+        return Ok(());
+    }
+    let id = &activation.id;
+    let store_error = |source| CallError::Store { id: id.to_string(), source };
+    let fence = &activation.location.fence;
+    let epoch = node.ownership.check(fence, node.clock.now())?;
+    if !node.ownership.is_fenced(fence, epoch) {
+        let raised = node.store.fence(fence, epoch).await.map_err(store_error)?;
+        if raised > epoch {
+            return Err(CallError::NotServed { shard: activation.table_shard, epoch: Some(raised), hint: None });
+        }
+        node.ownership.mark_fenced(fence, epoch);
+    }
+    let record = node.store.load(id).await.map_err(store_error)?;
+    let version = match &record {
+        Some(stored) if stored.is_tombstone() => return Ok(()),
+        Some(stored) if stored.object_type != entry.name => {
+            return Err(CallError::TypeMismatch { id: id.to_string(), actual: stored.object_type.clone() });
+        }
+        Some(stored) => stored.version,
+        None => return Ok(()),
+    };
+    let request = DeleteRequest {
+        fence: fence.clone(),
+        epoch,
+        object_id: id.to_string(),
+        object_type: entry.name.to_owned(),
+        version: version + 1,
+    };
+    node.store.delete(request).await.map_err(store_error)
+}
+
+/// Activation proper. On failure returns the error for queued work and whether that work
+/// provably did not start (bounce) or failed for good.
+async fn try_activate<T: Object>(
+    node: &Arc<NodeShared>,
+    activation: &Arc<ActivationShared>,
+) -> Result<Live<T>, (CallError, bool)> {
+    let entry = &activation.entry;
+    let id = &activation.id;
+    let fence = &activation.location.fence;
+    let epoch = node.ownership.check(fence, node.clock.now()).map_err(|e| (e, true))?;
+    let mut record: Option<StoredObject> = None;
+    if entry.persistent() {
+        if !node.ownership.is_fenced(fence, epoch) {
+            let raised = node.store.fence(fence, epoch).await.map_err(|source| {
+                (CallError::Store { id: id.to_string(), source }, false)
+            })?;
+            if raised > epoch {
+                // Another owner holds a newer epoch: this node must not serve the shard.
+                let error = CallError::NotServed { shard: activation.table_shard, epoch: Some(raised), hint: None };
+                return Err((error, true));
+            }
+            node.ownership.mark_fenced(fence, epoch);
+        }
+        record = node
+            .store
+            .load(id)
+            .await
+            .map_err(|source| (CallError::Store { id: id.to_string(), source }, false))?;
+    }
+    if let Some(stored) = &record {
+        if !stored.is_tombstone() && stored.object_type != entry.name {
+            let actual = stored.object_type.clone();
+            return Err((CallError::TypeMismatch { id: id.to_string(), actual }, false));
+        }
+    }
+    let exists = record.as_ref().is_some_and(|r| !r.is_tombstone());
+    let creating = activation.has_create_queued();
+    if entry.options.activation == ActivationPolicy::AfterCreate && !exists && !creating {
+        let error = CallError::ObjectNotFound { object_type: entry.name.to_owned(), id: id.to_string() };
+        return Err((error, false));
+    }
+    let mut live = Live {
+        object: T::construct(id),
+        epoch,
+        version: record.as_ref().map_or(0, |r| r.version),
+        saved: None,
+    };
+    if let Some(StoredObject { state: Some(bytes), .. }) = &record {
+        let state = T::State::decode(bytes.clone()).map_err(|e| {
+            let message = format!("cannot decode stored state: {e}");
+            (CallError::ActivationFailed { id: id.to_string(), message }, false)
+        })?;
+        live.object.restore(state);
+        live.saved = Some(bytes.clone());
+    }
+    let ctx = root_context(node, activation);
+    live.object.on_activate(&ctx).await.map_err(|e| {
+        (CallError::ActivationFailed { id: id.to_string(), message: e.to_string() }, false)
+    })?;
+    if creating && !exists && entry.persistent() && entry.options.activation == ActivationPolicy::AfterCreate {
+        // Existence of an after-create object must survive deactivation: store it now.
+        save::<T>(node, activation, &mut live, true)
+            .await
+            .map_err(|e| (e, false))?;
+    }
+    Ok(live)
+}
+
+/// Saves the state if it changed since the last save (or always, when `force`).
+async fn save<T: Object>(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    live: &mut Live<T>,
+    force: bool,
+) -> Result<(), CallError> {
+    if !activation.entry.persistent() {
+        return Ok(());
+    }
+    let encoded = Bytes::from(live.object.snapshot().encode_to_vec());
+    if !force && live.saved.as_ref() == Some(&encoded) {
+        return Ok(());
+    }
+    let request = SaveRequest {
+        fence: activation.location.fence.clone(),
+        epoch: live.epoch,
+        object_id: activation.id.to_string(),
+        object_type: activation.entry.name.to_owned(),
+        version: live.version + 1,
+        state: encoded.clone(),
+    };
+    match node.store.save(request).await {
+        Ok(()) => {
+            live.version += 1;
+            live.saved = Some(encoded);
+            activation.entry.metrics.saves.increment(1);
+            Ok(())
+        }
+        Err(source) => {
+            activation.entry.metrics.save_failures.increment(1);
+            tracing::warn!(object = %activation.id, error = %source, "state save failed");
+            Err(CallError::Store { id: activation.id.to_string(), source })
+        }
+    }
+}
+
+async fn serve<T: Object>(
+    node: &Arc<NodeShared>,
+    activation: &Arc<ActivationShared>,
+    live: &mut Live<T>,
+) -> Ending {
+    loop {
+        match activation.next(node).await {
+            Next::Call(envelope, started) => {
+                if let Some(ending) = turn::<T>(node, activation, live, envelope, started).await {
+                    return ending;
+                }
+            }
+            Next::Tick { method, sequence, now } => {
+                let envelope = CallEnvelope {
+                    method,
+                    payload: Payload::typed(Tick { sequence }),
+                    deadline: MonoTime::MAX,
+                    chain: None,
+                    identity: None,
+                    reply: None,
+                };
+                if let Some(ending) = turn::<T>(node, activation, live, envelope, now).await {
+                    return ending;
+                }
+            }
+            Next::Create(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+            Next::Delete(reply) => return Ending::Delete(reply),
+            Next::Deactivate(reason) => return Ending::Deactivate(reason),
+            Next::Save => {
+                // Periodic save; a failure is logged and retried at the next period or at
+                // deactivation.
+                let _ = save::<T>(node, activation, live, false).await;
+            }
+        }
+    }
+}
+
+/// Runs one turn. Returns an ending when the activation must stop serving.
+async fn turn<T: Object>(
+    node: &Arc<NodeShared>,
+    activation: &Arc<ActivationShared>,
+    live: &mut Live<T>,
+    envelope: CallEnvelope,
+    started: MonoTime,
+) -> Option<Ending> {
+    let entry = &activation.entry;
+    let metrics = &entry.metrics.methods[envelope.method];
+    // Invariant 2: the turn starts only while this node owns the shard at the activation's epoch.
+    match node.ownership.check(&activation.location.fence, started) {
+        Ok(epoch) if epoch == live.epoch => {}
+        Ok(_) | Err(_) => {
+            if let Some(reply) = activation.finish_running(started) {
+                let error = CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
+                let _ = reply.send(Reply::Bounced(envelope.payload, error));
+            }
+            return Some(Ending::Deactivate(DeactivateReason::Shutdown));
+        }
+    }
+    metrics.calls.increment(1);
+    let ctx = CallContext {
+        node: node.clone(),
+        activation: activation.clone(),
+        chain: envelope.chain,
+        deadline: envelope.deadline,
+        caller: envelope.identity,
+    };
+    let outcome = Poisonable {
+        turn: T::dispatch(&mut live.object, &ctx, envelope.method, envelope.payload),
+        activation,
+    }
+    .await;
+    drop(ctx);
+    let Some(mut result) = outcome else {
+        // Poisoned: the turn overran max_turn_duration and was dropped mid-way.
+        entry.metrics.poisoned.increment(1);
+        tracing::warn!(object = %activation.id, limit = ?entry.options.max_turn_duration, "turn overran its limit; activation poisoned");
+        let now = node.clock.now();
+        if let Some(reply) = activation.finish_running(now) {
+            let reason = format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
+            let _ = reply.send(Reply::Done(Err(CallError::OutcomeUnknown { id: activation.id.to_string(), reason })));
+        }
+        return Some(Ending::Discard);
+    };
+    let mut ending = None;
+    if result.is_ok() && entry.options.persistence == PersistencePolicy::WriteThrough {
+        if let Err(error) = save::<T>(node, activation, live, false).await {
+            // The change is not durable: the caller learns it, and the activation reloads the
+            // last saved state rather than keep memory that differs from the store.
+            result = Err(error);
+            ending = Some(Ending::Discard);
+        }
+    }
+    let finished = node.clock.now();
+    metrics.turn_seconds.record(finished.saturating_duration_since(started).as_secs_f64());
+    if result.is_err() {
+        metrics.errors.increment(1);
+    }
+    if let Some(reply) = activation.finish_running(finished) {
+        let _ = reply.send(Reply::Done(result));
+    }
+    ending
+}
+
+async fn deactivate<T: Object>(
+    node: &Arc<NodeShared>,
+    activation: &Arc<ActivationShared>,
+    mut live: Live<T>,
+    ending: Ending,
+) {
+    activation.set_deactivating();
+    activation.cancel_owned().await;
+    let discard = matches!(ending, Ending::Discard);
+    if discard {
+        for work in activation.drain() {
+            let error = CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
+            work.bounce(error);
+        }
+    } else {
+        let ctx = root_context(node, activation);
+        if let Err(error) = live.object.on_deactivate(&ctx).await {
+            tracing::warn!(object = %activation.id, %error, "on_deactivate hook failed");
+        }
+    }
+    match ending {
+        Ending::Delete(reply) => {
+            let result = tombstone(node, activation, live.epoch, live.version).await;
+            let _ = reply.send(result);
+        }
+        Ending::Deactivate(_) => {
+            let _ = save::<T>(node, activation, &mut live, false).await;
+        }
+        Ending::Discard => {}
+    }
+    activation.entry.metrics.activations.decrement(1.0);
+}
+
+async fn tombstone(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    epoch: Epoch,
+    version: u64,
+) -> Result<(), CallError> {
+    if !activation.entry.persistent() {
+        return Ok(());
+    }
+    let request = DeleteRequest {
+        fence: activation.location.fence.clone(),
+        epoch,
+        object_id: activation.id.to_string(),
+        object_type: activation.entry.name.to_owned(),
+        version: version + 1,
+    };
+    node.store
+        .delete(request)
+        .await
+        .map_err(|source| CallError::Store { id: activation.id.to_string(), source })
+}

@@ -1,0 +1,632 @@
+//! The node runtime: type registry, per-shard activation tables, routing of calls, create and
+//! delete, the wheel's ticker, and shutdown.
+
+pub(crate) mod activation;
+mod lifecycle;
+mod metrics;
+pub(crate) mod ownership;
+pub(crate) mod timer;
+pub(crate) mod wheel;
+
+use std::any::TypeId;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::timer::TimerHandle;
+use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
+use self::metrics::TypeMetrics;
+use self::ownership::{Location, Ownership};
+use self::wheel::Wheel;
+use crate::clock::{MonoTime, SharedClock, SystemClock};
+use crate::context::{CallChain, CallerIdentity, check_chain};
+use crate::error::CallError;
+use crate::executor::{SharedExecutor, TokioBlockingExecutor};
+use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeOptions};
+use crate::reference::{Caller, RawRef};
+use crate::rng::RandomSource;
+use crate::shard::{DEFAULT_SHARD_COUNT, Placement, ShardId, hash_shard, place};
+use crate::store::{FenceKey, MemoryStore, StateStore};
+
+/// Node configuration (the parts the single-node runtime uses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// This node's id (objects `<node-id>/…` are pinned to it).
+    pub node_id: String,
+    /// Number of shards (8192 unless the cluster says otherwise).
+    pub shard_count: u32,
+    /// Deadline of root calls that name none.
+    pub default_deadline: Duration,
+    /// Granularity of the timing wheel (deadline precision).
+    pub tick: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            node_id: "node-1".into(),
+            shard_count: DEFAULT_SHARD_COUNT,
+            default_deadline: Duration::from_secs(30),
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Errors building a node.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// Two registered types share a name.
+    #[error("object type {0:?} registered twice")]
+    DuplicateType(String),
+    /// The configuration is invalid.
+    #[error("invalid node configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Starts the monomorphised activation loop of one type.
+type StartFn = fn(Arc<NodeShared>, Arc<ActivationShared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A registered object type.
+pub(crate) struct TypeEntry {
+    pub(crate) name: &'static str,
+    pub(crate) rust_type: TypeId,
+    pub(crate) options: TypeOptions,
+    pub(crate) methods: &'static [MethodInfo],
+    method_names: HashMap<&'static str, usize>,
+    pub(crate) has_state: bool,
+    start: StartFn,
+    pub(crate) metrics: TypeMetrics,
+}
+
+impl fmt::Debug for TypeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypeEntry").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl TypeEntry {
+    fn new<T: Object>(options: TypeOptions) -> Self {
+        let methods = T::methods();
+        TypeEntry {
+            name: T::TYPE_NAME,
+            rust_type: TypeId::of::<T>(),
+            options,
+            methods,
+            method_names: methods.iter().enumerate().map(|(i, m)| (m.name, i)).collect(),
+            has_state: T::HAS_STATE,
+            start: lifecycle::start::<T>,
+            metrics: TypeMetrics::new(T::TYPE_NAME, methods),
+        }
+    }
+
+    /// Whether state is loaded and saved for this type.
+    pub(crate) fn persistent(&self) -> bool {
+        self.has_state && !self.options.ephemeral
+    }
+
+    pub(crate) fn method_index(&self, name: &str) -> Result<usize, CallError> {
+        self.method_names.get(name).copied().ok_or_else(|| CallError::UnknownMethod {
+            object_type: self.name.to_owned(),
+            method: name.to_owned(),
+        })
+    }
+
+    fn resolve(&self, method: &MethodTarget) -> Result<usize, CallError> {
+        match method {
+            MethodTarget::Index(index, name) => {
+                if self.methods.get(*index).is_some_and(|m| m.name == *name) {
+                    Ok(*index)
+                } else {
+                    self.method_index(name)
+                }
+            }
+            MethodTarget::Name(name) => self.method_index(name),
+        }
+    }
+}
+
+/// The object type a reference targets.
+#[derive(Clone, Debug)]
+pub(crate) enum TypeTarget {
+    /// A type registered on this node.
+    Known(Arc<TypeEntry>),
+    /// A type known only by name (unknown here).
+    Named(Arc<str>),
+}
+
+impl TypeTarget {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            TypeTarget::Known(entry) => entry.name,
+            TypeTarget::Named(name) => name,
+        }
+    }
+}
+
+/// The method a call targets.
+#[derive(Clone, Debug)]
+pub(crate) enum MethodTarget {
+    /// Index into the method table, with its wire name (checked against the table).
+    Index(usize, &'static str),
+    /// Wire name.
+    Name(Arc<str>),
+}
+
+/// A call as the router sees it.
+pub(crate) struct CallRequest {
+    pub(crate) target: TypeTarget,
+    pub(crate) id: Arc<str>,
+    pub(crate) method: MethodTarget,
+    pub(crate) payload: Payload,
+    pub(crate) deadline: Option<MonoTime>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) chain: Option<Arc<CallChain>>,
+    pub(crate) identity: Option<Arc<CallerIdentity>>,
+    pub(crate) one_way: bool,
+}
+
+type Table = HashMap<Arc<str>, Arc<ActivationShared>>;
+
+/// Everything a node's activations share.
+pub(crate) struct NodeShared {
+    pub(crate) config: NodeConfig,
+    pub(crate) clock: SharedClock,
+    pub(crate) rng: RandomSource,
+    pub(crate) executor: SharedExecutor,
+    pub(crate) store: Arc<dyn StateStore>,
+    types: BTreeMap<&'static str, Arc<TypeEntry>>,
+    tables: Box<[Mutex<Table>]>,
+    pub(crate) ownership: Ownership,
+    pub(crate) wheel: Wheel,
+    pub(crate) tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node").field("node_id", &self.config.node_id).finish_non_exhaustive()
+    }
+}
+
+impl NodeShared {
+    pub(crate) fn table(&self, shard: u32) -> MutexGuard<'_, Table> {
+        // Per-shard tables keep contention local; entries are replaced whole, so a poisoned
+        // lock (a panic elsewhere) leaves valid data.
+        self.tables[shard as usize].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wheel_granularity(&self) -> Duration {
+        self.config.tick
+    }
+
+    pub(crate) fn type_target(&self, name: &str) -> TypeTarget {
+        match self.types.get(name) {
+            Some(entry) => TypeTarget::Known(entry.clone()),
+            None => TypeTarget::Named(Arc::from(name)),
+        }
+    }
+
+    fn locate(&self, id: &str) -> Result<Location, CallError> {
+        match place(id, self.config.shard_count)? {
+            Placement::Shard(shard) => Ok(Location { fence: FenceKey::Shard(shard), table_shard: shard.0 }),
+            Placement::Node(node) => {
+                if node != self.config.node_id {
+                    return Err(CallError::NodeNotFound { node });
+                }
+                let table_shard = hash_shard(id, self.config.shard_count).0;
+                Ok(Location { fence: FenceKey::Node(node), table_shard })
+            }
+        }
+    }
+
+    fn known(&self, target: &TypeTarget) -> Result<Arc<TypeEntry>, CallError> {
+        match target {
+            TypeTarget::Known(entry) => Ok(entry.clone()),
+            TypeTarget::Named(name) => Err(CallError::UnknownType { object_type: name.to_string() }),
+        }
+    }
+
+    /// Finds or creates the activation slot for `id` and queues `work` in it.
+    fn enqueue(self: &Arc<Self>, entry: &Arc<TypeEntry>, id: &Arc<str>, location: &Location, mut work: Work) -> Result<(), CallError> {
+        loop {
+            let (activation, created) = {
+                let mut table = self.table(location.table_shard);
+                match table.get(id) {
+                    Some(existing) => {
+                        if !Arc::ptr_eq(&existing.entry, entry) {
+                            return Err(CallError::TypeMismatch {
+                                id: id.to_string(),
+                                actual: existing.entry.name.to_owned(),
+                            });
+                        }
+                        (existing.clone(), false)
+                    }
+                    None => {
+                        let activation =
+                            Arc::new(ActivationShared::new(id.clone(), entry.clone(), location.clone()));
+                        table.insert(id.clone(), activation.clone());
+                        (activation, true)
+                    }
+                }
+            };
+            let pushed = activation.push(self, work);
+            if created {
+                self.tasks.spawn((entry.start)(self.clone(), activation.clone()));
+            }
+            match pushed {
+                Ok(()) => return Ok(()),
+                Err(PushError::Gone(returned)) => work = returned,
+                Err(PushError::Full) => {
+                    entry.metrics.overloads.increment(1);
+                    return Err(CallError::Overloaded { id: id.to_string() });
+                }
+            }
+        }
+    }
+
+    /// Routes a call: admission (ownership and lease), the activation's mailbox, the reply.
+    /// Resends calls that provably did not start until the deadline.
+    pub(crate) async fn call(self: &Arc<Self>, request: CallRequest) -> Result<Payload, CallError> {
+        let entry = self.known(&request.target)?;
+        let method = entry.resolve(&request.method)?;
+        check_chain(request.chain.as_deref(), &request.id)?;
+        let location = self.locate(&request.id)?;
+        let now = self.clock.now();
+        let deadline = request.deadline.unwrap_or_else(|| {
+            now + request.timeout.unwrap_or(self.config.default_deadline)
+        });
+        let mut payload = request.payload;
+        let mut attempt: u32 = 0;
+        loop {
+            let now = if attempt == 0 { now } else { self.clock.now() };
+            if now >= deadline {
+                return Err(CallError::DeadlineExceeded { id: request.id.to_string() });
+            }
+            self.ownership.check(&location.fence, now)?;
+            let (reply_tx, reply_rx) = if request.one_way {
+                (None, None)
+            } else {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            };
+            let envelope = CallEnvelope {
+                method,
+                payload,
+                deadline,
+                chain: request.chain.clone(),
+                identity: request.identity.clone(),
+                reply: reply_tx,
+            };
+            self.enqueue(&entry, &request.id, &location, Work::Call(envelope))?;
+            let Some(reply_rx) = reply_rx else {
+                return Ok(Payload::Encoded(EncodedMessage::default()));
+            };
+            match reply_rx.await {
+                Ok(Reply::Done(result)) => return result,
+                Ok(Reply::Bounced(returned, error)) => {
+                    if !error.provably_not_started() {
+                        return Err(error);
+                    }
+                    payload = returned;
+                    attempt += 1;
+                    self.backoff(attempt, deadline).await;
+                }
+                Err(_) => {
+                    return Err(CallError::OutcomeUnknown {
+                        id: request.id.to_string(),
+                        reason: "the activation ended without answering".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits before resending a bounced call: immediately the first times (the slot is being
+    /// replaced), then exponentially up to 100 ms, never past the deadline.
+    async fn backoff(&self, attempt: u32, deadline: MonoTime) {
+        if attempt <= 2 {
+            tokio::task::yield_now().await;
+            return;
+        }
+        let delay = Duration::from_millis(1u64 << attempt.min(7)).min(Duration::from_millis(100));
+        let wake = (self.clock.now() + delay).min(deadline);
+        self.clock.sleep_until(wake).await;
+    }
+
+    async fn control(
+        self: &Arc<Self>,
+        object_type: &str,
+        id: &str,
+        make: fn(oneshot::Sender<Result<(), CallError>>) -> Work,
+    ) -> Result<(), CallError> {
+        let entry = self.known(&self.type_target(object_type))?;
+        let location = self.locate(id)?;
+        let id: Arc<str> = Arc::from(id);
+        let mut attempt = 0;
+        let deadline = self.clock.now() + self.config.default_deadline;
+        loop {
+            self.ownership.check(&location.fence, self.clock.now())?;
+            let (tx, rx) = oneshot::channel();
+            self.enqueue(&entry, &id, &location, make(tx))?;
+            match rx.await {
+                Ok(Err(error)) if error.provably_not_started() && self.clock.now() < deadline => {
+                    attempt += 1;
+                    self.backoff(attempt, deadline).await;
+                }
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(CallError::OutcomeUnknown {
+                        id: id.to_string(),
+                        reason: "the activation ended without answering".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn static_entry<T: Object>(&self) -> Option<&Arc<TypeEntry>> {
+        self.types.get(T::TYPE_NAME).filter(|e| e.rust_type == TypeId::of::<T>())
+    }
+}
+
+/// Builds a node: configuration, object types with their options, and the injected clock,
+/// random source, blocking executor and state store.
+pub struct NodeBuilder {
+    config: NodeConfig,
+    types: Vec<Arc<TypeEntry>>,
+    clock: Option<SharedClock>,
+    rng: Option<RandomSource>,
+    executor: Option<SharedExecutor>,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// A builder with `config` and no types.
+    pub fn new(config: NodeConfig) -> Self {
+        NodeBuilder { config, types: Vec::new(), clock: None, rng: None, executor: None, store: None }
+    }
+
+    /// Registers `T` with default options.
+    pub fn object<T: Object>(self) -> Self {
+        self.object_with::<T>(TypeOptions::default())
+    }
+
+    /// Registers `T` with `options`.
+    pub fn object_with<T: Object>(mut self, options: TypeOptions) -> Self {
+        self.types.push(Arc::new(TypeEntry::new::<T>(options)));
+        self
+    }
+
+    /// Injects the clock (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Injects the random source (default: seeded from the OS).
+    pub fn rng(mut self, rng: RandomSource) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Injects the blocking executor (default: tokio's blocking pool).
+    pub fn executor(mut self, executor: SharedExecutor) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// Injects the state store (default: an in-memory store).
+    pub fn store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts the node (spawns its ticker on the current tokio runtime).
+    pub fn start(self) -> Result<Node, BuildError> {
+        let config = self.config;
+        if config.shard_count == 0 {
+            return Err(BuildError::InvalidConfig("shard_count must be positive".into()));
+        }
+        if config.node_id.is_empty() || config.node_id.contains('/') {
+            return Err(BuildError::InvalidConfig("node_id must be non-empty without '/'".into()));
+        }
+        let mut types = BTreeMap::new();
+        for entry in self.types {
+            if types.insert(entry.name, entry.clone()).is_some() {
+                return Err(BuildError::DuplicateType(entry.name.to_owned()));
+            }
+        }
+        let clock = self.clock.unwrap_or_else(SystemClock::shared);
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(MemoryStore::new(clock.clone(), crate::store::DEFAULT_TOMBSTONE_RETENTION, true))
+        });
+        let shared = Arc::new(NodeShared {
+            wheel: Wheel::new(config.tick),
+            ownership: Ownership::local_all(config.shard_count),
+            tables: (0..config.shard_count).map(|_| Mutex::new(HashMap::new())).collect(),
+            config,
+            clock,
+            rng: self.rng.unwrap_or_else(RandomSource::from_os),
+            executor: self.executor.unwrap_or_else(|| Arc::new(TokioBlockingExecutor)),
+            store,
+            types,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
+        Ok(Node { shared, ticker: Mutex::new(Some(ticker)) })
+    }
+}
+
+/// A running node: hosts activations of its registered types.
+pub struct Node {
+    shared: Arc<NodeShared>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl Node {
+    /// A root client calling through this node.
+    pub fn client(&self) -> Client {
+        Client::new(self.shared.clone())
+    }
+
+    /// The node id.
+    pub fn id(&self) -> &str {
+        &self.shared.config.node_id
+    }
+
+    /// The clock the node runs on.
+    pub fn clock(&self) -> &SharedClock {
+        &self.shared.clock
+    }
+
+    /// Number of activation slots (any phase but gone).
+    pub fn activation_count(&self) -> usize {
+        (0..self.shared.config.shard_count).map(|s| self.shared.table(s).len()).sum()
+    }
+
+    /// Whether `id` has an activation slot here.
+    pub fn is_active(&self, id: &str) -> bool {
+        let Ok(location) = self.shared.locate(id) else { return false };
+        self.shared.table(location.table_shard).contains_key(id)
+    }
+
+    /// Pending wheel entries (for tests of timer hygiene).
+    pub fn wheel_entries(&self) -> usize {
+        self.shared.wheel.len()
+    }
+
+    /// Stops admitting calls, deactivates every activation (running turns finish, state is
+    /// saved), waits for every owned task, then stops the ticker.
+    pub async fn shutdown(&self) {
+        self.shared.ownership.stop();
+        let activations: Vec<Arc<ActivationShared>> = (0..self.shared.config.shard_count)
+            .flat_map(|s| self.shared.table(s).values().cloned().collect::<Vec<_>>())
+            .collect();
+        for activation in activations {
+            activation.request_deactivation(DeactivateReason::Shutdown);
+        }
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+        self.shared.shutdown.cancel();
+        let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ticker) = ticker {
+            let _ = ticker.await;
+        }
+    }
+}
+
+/// A root caller: calls made through it start new chains and get the default deadline (30 s)
+/// unless told otherwise.
+#[derive(Clone)]
+pub struct Client {
+    node: Arc<NodeShared>,
+    identity: Option<Arc<CallerIdentity>>,
+    timeout: Option<Duration>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("node", &self.node.config.node_id).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(node: Arc<NodeShared>) -> Self {
+        Client { node, identity: None, timeout: None }
+    }
+
+    /// The same client with another deadline for each call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same client calling as `identity`.
+    pub fn with_identity(mut self, identity: CallerIdentity) -> Self {
+        self.identity = Some(Arc::new(identity));
+        self
+    }
+
+    fn caller(&self) -> Caller {
+        Caller {
+            node: self.node.clone(),
+            chain: None,
+            deadline: None,
+            timeout: self.timeout,
+            identity: self.identity.clone(),
+        }
+    }
+
+    /// A typed reference to object `id` of type `T`.
+    pub fn get<T: Object>(&self, id: impl Into<String>) -> T::Ref {
+        let caller = self.caller();
+        let raw = match self.node.static_entry::<T>() {
+            Some(entry) => RawRef::with_target(caller, TypeTarget::Known(entry.clone()), id.into()),
+            None => RawRef::new(caller, T::TYPE_NAME, id.into()),
+        };
+        T::Ref::from(raw)
+    }
+
+    /// An untyped reference (the dynamic path).
+    pub fn raw(&self, object_type: &str, id: impl Into<String>) -> RawRef {
+        RawRef::new(self.caller(), object_type, id.into())
+    }
+
+    /// Calls `(type, id, method)` with an encoded request: the gateways' path. The request is
+    /// decoded once, at the object.
+    pub async fn call_encoded(
+        &self,
+        object_type: &str,
+        id: &str,
+        method: &str,
+        request: EncodedMessage,
+    ) -> Result<EncodedMessage, CallError> {
+        self.raw(object_type, id).call_encoded(method, request).await
+    }
+
+    /// Creates object `id` of `object_type` (idempotent for the same type; `TypeMismatch` for
+    /// another). Activates it.
+    pub async fn create(&self, object_type: &str, id: &str) -> Result<(), CallError> {
+        self.node.control(object_type, id, Work::Create).await
+    }
+
+    /// Deletes object `id`: deactivates it and leaves a tombstone. Succeeds for absent
+    /// objects; `TypeMismatch` if it has another type.
+    pub async fn delete(&self, object_type: &str, id: &str) -> Result<(), CallError> {
+        self.node.control(object_type, id, Work::Delete).await
+    }
+
+    /// A fresh object id for `object_type`: `<Type>-<32 hex digits>` from the node's random
+    /// source.
+    pub fn new_object_id(&self, object_type: &str) -> String {
+        format!("{object_type}-{}", self.node.rng.hex_token(16))
+    }
+}
+
+/// Shard placement of an id under this node's shard count (for tests and tools).
+pub fn shard_of(node: &Node, id: &str) -> Option<ShardId> {
+    match place(id, node.shared.config.shard_count) {
+        Ok(Placement::Shard(shard)) => Some(shard),
+        _ => None,
+    }
+}

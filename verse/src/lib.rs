@@ -1,0 +1,54 @@
+//! Verse: virtual actors for Rust.
+//!
+//! Write an object as a plain struct and one `#[verse::object]` attribute on its `impl` block;
+//! register it on a node with [`NodeBuilder`]; call it through typed references from a
+//! [`Client`] or, inside another object's turn, from its [`CallContext`]. See `docs/GET_STARTED.md`.
+//!
+//! ```
+//! use verse::prelude::*;
+//! # #[derive(Clone, PartialEq, ::prost::Message)] pub struct Ping { #[prost(string, tag = "1")] pub text: String }
+//! # impl ::prost::Name for Ping { const NAME: &'static str = "Ping"; const PACKAGE: &'static str = "doc"; }
+//!
+//! #[derive(Default)]
+//! struct Echo { calls: u32 }
+//!
+//! #[verse::object]
+//! impl Echo {
+//!     async fn echo(&mut self, _ctx: &CallContext, req: Ping) -> Result<Ping, MethodError> {
+//!         self.calls += 1;
+//!         Ok(req)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let node = NodeBuilder::new(NodeConfig::default()).object::<Echo>().start().unwrap();
+//! let reply = node.client().get::<Echo>("echo-1").echo(Ping { text: "hi".into() }).await.unwrap();
+//! assert_eq!(reply.text, "hi");
+//! node.shutdown().await;
+//! # }
+//! ```
+
+pub use verse_core::{
+    ActivationPolicy, BuildError, CallChain, CallContext, CallError, CallerIdentity, Client,
+    EncodedMessage, Epoch, MethodError, MethodInfo, Node, NodeBuilder, NodeConfig, Object,
+    ObjectRef, Payload, PersistencePolicy, RawRef, Tick, TimerHandle, TypeOptions,
+};
+pub use verse_core::{clock, executor, rng, shard, store};
+pub use verse_macros::object;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::{
+        ActivationPolicy, CallContext, CallError, Client, MethodError, Node, NodeBuilder,
+        NodeConfig, ObjectRef, PersistencePolicy, Tick, TypeOptions,
+    };
+}
+
+/// Paths used by code the `#[verse::object]` macro generates. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use prost;
+    pub use verse_core::object::{HookFuture, TurnFuture, method_error};
+    pub use verse_core::{CallContext, CallError, MethodInfo, Object, Payload, RawRef};
+}
