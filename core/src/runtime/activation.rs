@@ -124,6 +124,7 @@ pub(crate) enum DeactivateReason {
 
 /// The call whose turn is running.
 struct Running {
+    is_call: bool,
     started: MonoTime,
     deadline: MonoTime,
     reply: Option<ReplyTx>,
@@ -139,6 +140,14 @@ struct Mailbox {
     next_save: MonoTime,
     deactivate: Option<DeactivateReason>,
     save_due: bool,
+}
+
+impl Mailbox {
+    /// No call is running or queued (queued timer ticks do not keep an object active).
+    fn is_idle(&self) -> bool {
+        let running_call = self.running.as_ref().is_some_and(|r| r.is_call);
+        !running_call && self.queue.iter().all(|w| matches!(w, Work::Tick { .. }))
+    }
 }
 
 /// Background work owned by an activation (allocated on first use).
@@ -303,7 +312,7 @@ impl ActivationShared {
             if mailbox.phase == Phase::Active {
                 if let Some(idle) = options.idle_timeout {
                     let idle_at = mailbox.last_activity + idle;
-                    let idle_now = mailbox.queue.is_empty() && mailbox.running.is_none();
+                    let idle_now = mailbox.is_idle();
                     if idle_now && now >= idle_at {
                         mailbox.deactivate.get_or_insert(DeactivateReason::Idle);
                         wake = true;
@@ -376,7 +385,7 @@ impl ActivationShared {
             let mut mailbox = self.lock();
             if let Some(reason) = mailbox.deactivate {
                 let shutting_down = reason == DeactivateReason::Shutdown;
-                if shutting_down || (mailbox.queue.is_empty() && mailbox.running.is_none()) {
+                if shutting_down || mailbox.is_idle() {
                     mailbox.deactivate = None;
                     mailbox.phase = Phase::Deactivating;
                     return Poll::Ready(Next::Deactivate(reason));
@@ -406,7 +415,7 @@ impl ActivationShared {
                             schedule = Some(limit);
                         }
                         mailbox.running =
-                            Some(Running { started: now, deadline: env.deadline, reply: env.reply.take() });
+                            Some(Running { is_call: true, started: now, deadline: env.deadline, reply: env.reply.take() });
                         mailbox.last_activity = now;
                         result = Poll::Ready(Next::Call(env, now));
                         break;
@@ -419,7 +428,7 @@ impl ActivationShared {
                             schedule = Some(limit);
                         }
                         mailbox.running =
-                            Some(Running { started: now, deadline: MonoTime::MAX, reply: None });
+                            Some(Running { is_call: false, started: now, deadline: MonoTime::MAX, reply: None });
                         result = Poll::Ready(Next::Tick { method, sequence, now });
                         break;
                     }
@@ -450,8 +459,12 @@ impl ActivationShared {
     /// the caller with a deadline error).
     pub(crate) fn finish_running(&self, now: MonoTime) -> Option<ReplyTx> {
         let mut mailbox = self.lock();
-        mailbox.last_activity = mailbox.last_activity.max(now);
-        mailbox.running.take().and_then(|r| r.reply)
+        let running = mailbox.running.take()?;
+        if running.is_call {
+            // Timer ticks are not activity: only calls keep an object from idling out.
+            mailbox.last_activity = mailbox.last_activity.max(now);
+        }
+        running.reply
     }
 
     /// Whether the running turn has been poisoned.
@@ -498,6 +511,8 @@ impl ActivationShared {
     pub(crate) fn finish_deactivation(self: &Arc<Self>, node: &NodeShared, allow_reactivation: bool) -> bool {
         let mut table = node.table(self.table_shard);
         let mut mailbox = self.lock();
+        // Ticks queued for the ended activation's timers die with it.
+        mailbox.queue.retain(|w| !matches!(w, Work::Tick { .. }));
         if allow_reactivation && !mailbox.queue.is_empty() {
             mailbox.phase = Phase::Activating;
             return true;

@@ -630,3 +630,6 @@ pub fn shard_of(node: &Node, id: &str) -> Option<ShardId> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,560 @@
+//! Runtime tests on a manual clock with a hand-written object type (the macro is not used
+//! here, so these also show that `Object` can be implemented by hand).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::{ManualClock, MonoTime};
+use crate::context::CallContext;
+use crate::error::CallError;
+use crate::object::{
+    ActivationPolicy, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy, Tick,
+    TurnFuture, TypeOptions,
+};
+use crate::reference::RawRef;
+use crate::runtime::{Client, Node, NodeBuilder, NodeConfig};
+use crate::store::{MemoryStore, StateStore};
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Num {
+    #[prost(int64, tag = "1")]
+    pub value: i64,
+    #[prost(string, tag = "2")]
+    pub route: String,
+}
+
+impl prost::Name for Num {
+    const NAME: &'static str = "Num";
+    const PACKAGE: &'static str = "test";
+}
+
+/// Per-object test hooks, found by object id.
+#[derive(Default)]
+struct Hooks {
+    gate: Notify,
+    log: Mutex<Vec<i64>>,
+    ticks: AtomicUsize,
+    task_dropped: AtomicBool,
+    activations: AtomicUsize,
+    deactivations: AtomicUsize,
+}
+
+fn hooks(id: &str) -> Arc<Hooks> {
+    static HOOKS: OnceLock<Mutex<HashMap<String, Arc<Hooks>>>> = OnceLock::new();
+    let map = HOOKS.get_or_init(Default::default);
+    map.lock().unwrap().entry(id.to_owned()).or_default().clone()
+}
+
+struct Probe {
+    total: i64,
+    hooks: Arc<Hooks>,
+}
+
+const ADD: usize = 0;
+const WAIT: usize = 1;
+const ROUTE: usize = 2;
+const TICK: usize = 3;
+const START_TIMER: usize = 4;
+const SPAWN: usize = 5;
+
+struct DropFlag(Arc<Hooks>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.task_dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Probe {
+    async fn route(&mut self, ctx: &CallContext, req: Num) -> Result<Num, CallError> {
+        match req.route.split_once(',') {
+            Some((next, rest)) => {
+                let next_req = Num { value: req.value, route: rest.to_owned() };
+                ctx.get::<Probe>(next).raw().call("Route", next_req).await
+            }
+            None if !req.route.is_empty() => {
+                let next_req = Num { value: req.value, route: String::new() };
+                ctx.get::<Probe>(req.route.as_str()).raw().call("Add", next_req).await
+            }
+            None => {
+                self.total += req.value;
+                Ok(Num { value: self.total, route: String::new() })
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ProbeRef(RawRef);
+impl From<RawRef> for ProbeRef {
+    fn from(raw: RawRef) -> Self {
+        ProbeRef(raw)
+    }
+}
+impl ProbeRef {
+    fn raw(&self) -> &RawRef {
+        &self.0
+    }
+    async fn add(&self, value: i64) -> Result<i64, CallError> {
+        let reply: Num = self.0.call_indexed(ADD, "Add", Num { value, route: String::new() }).await?;
+        Ok(reply.value)
+    }
+}
+
+impl Object for Probe {
+    const TYPE_NAME: &'static str = "Probe";
+    const HAS_STATE: bool = true;
+    type State = Num;
+    type Ref = ProbeRef;
+
+    fn methods() -> &'static [MethodInfo] {
+        static METHODS: OnceLock<Vec<MethodInfo>> = OnceLock::new();
+        METHODS.get_or_init(|| {
+            ["Add", "Wait", "Route", "Tick", "StartTimer", "Spawn"]
+                .into_iter()
+                .map(|name| MethodInfo {
+                    name,
+                    request_type: "test.Num".into(),
+                    response_type: "test.Num".into(),
+                    idempotent: false,
+                })
+                .collect()
+        })
+    }
+
+    fn construct(id: &str) -> Self {
+        Probe { total: 0, hooks: hooks(id) }
+    }
+
+    fn dispatch<'a>(&'a mut self, ctx: &'a CallContext, method: usize, request: Payload) -> TurnFuture<'a> {
+        Box::pin(async move {
+            if method == TICK {
+                let _tick: Tick = request.into_message()?;
+                self.hooks.ticks.fetch_add(1, Ordering::SeqCst);
+                return Ok(Payload::typed(Num::default()));
+            }
+            let req: Num = request.into_message()?;
+            let reply = match method {
+                ADD => {
+                    self.hooks.log.lock().unwrap().push(req.value);
+                    self.total += req.value;
+                    Num { value: self.total, route: String::new() }
+                }
+                WAIT => {
+                    self.total += req.value;
+                    self.hooks.gate.notified().await;
+                    Num { value: self.total, route: String::new() }
+                }
+                ROUTE => self.route(ctx, req).await?,
+                START_TIMER => {
+                    ctx.timer(Duration::from_millis(req.value as u64), "Tick")?;
+                    Num::default()
+                }
+                SPAWN => {
+                    let flag = DropFlag(self.hooks.clone());
+                    ctx.spawn(|_client| async move {
+                        let _flag = flag;
+                        std::future::pending::<()>().await;
+                    });
+                    Num::default()
+                }
+                _ => return Err(CallError::UnknownMethod { object_type: "Probe".into(), method: method.to_string() }),
+            };
+            Ok(Payload::typed(reply))
+        })
+    }
+
+    fn on_activate<'a>(&'a mut self, _ctx: &'a CallContext) -> crate::object::HookFuture<'a> {
+        self.hooks.activations.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn on_deactivate<'a>(&'a mut self, _ctx: &'a CallContext) -> crate::object::HookFuture<'a> {
+        self.hooks.deactivations.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn snapshot(&self) -> Num {
+        Num { value: self.total, route: String::new() }
+    }
+
+    fn restore(&mut self, state: Num) {
+        self.total = state.value;
+    }
+}
+
+/// A second type, for type-mismatch tests.
+struct Other;
+impl Object for Other {
+    const TYPE_NAME: &'static str = "Other";
+    const HAS_STATE: bool = false;
+    type State = ();
+    type Ref = ProbeRef;
+    fn methods() -> &'static [MethodInfo] {
+        &[]
+    }
+    fn construct(_id: &str) -> Self {
+        Other
+    }
+    fn dispatch<'a>(&'a mut self, _ctx: &'a CallContext, _method: usize, _request: Payload) -> TurnFuture<'a> {
+        Box::pin(async { Err(CallError::from("no methods")) })
+    }
+}
+
+struct Harness {
+    clock: ManualClock,
+    store: MemoryStore,
+    node: Node,
+}
+
+impl Harness {
+    fn new(options: TypeOptions) -> Self {
+        let clock = ManualClock::starting_at(MonoTime::from_nanos(1_000_000_000));
+        let store = MemoryStore::new(clock.shared(), Duration::from_secs(3600), true);
+        let node = Self::node(&clock, &store, options);
+        Harness { clock, store, node }
+    }
+
+    fn node(clock: &ManualClock, store: &MemoryStore, options: TypeOptions) -> Node {
+        NodeBuilder::new(NodeConfig { shard_count: 64, ..NodeConfig::default() })
+            .clock(clock.shared())
+            .store(Arc::new(store.clone()))
+            .object_with::<Probe>(options)
+            .object::<Other>()
+            .start()
+            .unwrap()
+    }
+
+    fn client(&self) -> Client {
+        self.node.client()
+    }
+
+    /// Advances the manual clock and lets the ticker and activations run.
+    async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        settle().await;
+    }
+}
+
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn unique(name: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{name}-{}", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn turns_run_one_at_a_time_in_arrival_order() {
+    let h = Harness::new(TypeOptions::default());
+    let id = unique("order");
+    let probe = h.client().get::<Probe>(id.clone());
+    // The first turn blocks on the gate; the others queue behind it in order.
+    let blocked = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 100, route: String::new() }).await }
+    });
+    settle().await;
+    let mut adds = Vec::new();
+    for value in 1..=5 {
+        let probe = probe.clone();
+        adds.push(tokio::spawn(async move { probe.add(value).await }));
+        settle().await;
+    }
+    assert!(hooks(&id).log.lock().unwrap().is_empty(), "no turn may start while one is running");
+    hooks(&id).gate.notify_one();
+    assert_eq!(blocked.await.unwrap().unwrap().value, 100);
+    let totals: Vec<i64> = futures::future::join_all(adds).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    assert_eq!(*hooks(&id).log.lock().unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(totals, vec![101, 103, 106, 110, 115]);
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_mailbox_answers_overloaded_at_once() {
+    let h = Harness::new(TypeOptions::default().mailbox_capacity(2));
+    let id = unique("full");
+    let probe = h.client().get::<Probe>(id.clone());
+    let blocked = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.raw().call::<Num, Num>("Wait", Num::default()).await }
+    });
+    settle().await;
+    let queued: Vec<_> = (0..2)
+        .map(|v| {
+            let probe = probe.clone();
+            tokio::spawn(async move { probe.add(v).await })
+        })
+        .collect();
+    settle().await;
+    assert!(matches!(probe.add(9).await, Err(CallError::Overloaded { .. })));
+    hooks(&id).gate.notify_one();
+    blocked.await.unwrap().unwrap();
+    for q in queued {
+        q.await.unwrap().unwrap();
+    }
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn deadlines_expire_queued_calls_without_running_them_and_never_cancel_a_running_turn() {
+    let h = Harness::new(TypeOptions::default());
+    let id = unique("deadline");
+    let client = h.client().with_timeout(Duration::from_secs(2));
+    let probe = client.get::<Probe>(id.clone());
+    let running = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 1, route: String::new() }).await }
+    });
+    settle().await;
+    let queued = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.add(50).await }
+    });
+    settle().await;
+    h.advance(Duration::from_millis(2_100)).await;
+    assert!(matches!(running.await.unwrap(), Err(CallError::DeadlineExceeded { .. })));
+    assert!(matches!(queued.await.unwrap(), Err(CallError::DeadlineExceeded { .. })));
+    // The running turn was not cancelled: it completes once released, the queued one never ran.
+    hooks(&id).gate.notify_one();
+    settle().await;
+    assert_eq!(h.client().get::<Probe>(id.clone()).add(0).await.unwrap(), 1);
+    assert!(hooks(&id).log.lock().unwrap().iter().all(|v| *v != 50));
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_overlong_turn_poisons_the_activation_and_the_next_call_reloads_the_last_save() {
+    let options = TypeOptions::default()
+        .max_turn_duration(Duration::from_secs(1))
+        .persistence(PersistencePolicy::WriteThrough);
+    let h = Harness::new(options);
+    let id = unique("poison");
+    let probe = h.client().get::<Probe>(id.clone());
+    assert_eq!(probe.add(5).await.unwrap(), 5);
+    let stuck = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 1000, route: String::new() }).await }
+    });
+    settle().await;
+    let queued = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.add(1).await }
+    });
+    settle().await;
+    h.advance(Duration::from_millis(1_100)).await;
+    assert!(matches!(stuck.await.unwrap(), Err(CallError::OutcomeUnknown { .. })));
+    // The queued call was handed back unstarted and re-routed to a fresh activation that
+    // restored the last save (5), not the poisoned turn's unsaved 1005.
+    assert_eq!(queued.await.unwrap().unwrap(), 6);
+    assert_eq!(hooks(&id).activations.load(Ordering::SeqCst), 2);
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_cycles_fail_at_once_with_the_chain() {
+    let h = Harness::new(TypeOptions::default());
+    let (a, b) = (unique("cycle-a"), unique("cycle-b"));
+    let probe = h.client().get::<Probe>(a.clone());
+    // a routes to b, b routes back to a: a is waiting on b, so b's call to a is a cycle.
+    let route = format!("{b},{a}");
+    let error = probe.raw().call::<Num, Num>("Route", Num { value: 1, route }).await.unwrap_err();
+    assert_eq!(error, CallError::Cycle { chain: vec![a.clone(), b.clone(), a.clone()] });
+    // a -> b -> c works.
+    let c = unique("cycle-c");
+    let ok: Num = probe.raw().call("Route", Num { value: 3, route: format!("{b},{c}") }).await.unwrap();
+    assert_eq!(ok.value, 3);
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn chains_deeper_than_the_limit_fail() {
+    let h = Harness::new(TypeOptions::default());
+    let ids: Vec<String> = (0..70).map(|i| unique(&format!("deep{i}"))).collect();
+    let route = ids[1..].join(",");
+    let probe = h.client().get::<Probe>(ids[0].clone());
+    let error = probe.raw().call::<Num, Num>("Route", Num { value: 1, route }).await.unwrap_err();
+    assert_eq!(error, CallError::ChainTooDeep { limit: crate::context::MAX_CHAIN_DEPTH });
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_activations_deactivate_and_save() {
+    let options = TypeOptions::default().idle_timeout(Some(Duration::from_secs(10)));
+    let h = Harness::new(options);
+    let id = unique("idle");
+    let probe = h.client().get::<Probe>(id.clone());
+    probe.add(7).await.unwrap();
+    assert!(h.node.is_active(&id));
+    h.advance(Duration::from_secs(5)).await;
+    assert!(h.node.is_active(&id));
+    probe.add(1).await.unwrap();
+    h.advance(Duration::from_secs(9)).await;
+    assert!(h.node.is_active(&id), "activity restarts the idle period");
+    h.advance(Duration::from_secs(2)).await;
+    assert!(!h.node.is_active(&id));
+    assert_eq!(hooks(&id).deactivations.load(Ordering::SeqCst), 1);
+    let stored = h.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.object_type, "Probe");
+    assert_eq!(probe.add(0).await.unwrap(), 8, "reactivation restores the saved state");
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn create_delete_and_type_identity() {
+    let h = Harness::new(TypeOptions::default().persistence(PersistencePolicy::WriteThrough));
+    let client = h.client();
+    let id = unique("life");
+    client.create("Probe", &id).await.unwrap();
+    client.create("Probe", &id).await.unwrap();
+    assert_eq!(
+        client.create("Other", &id).await,
+        Err(CallError::TypeMismatch { id: id.clone(), actual: "Probe".into() })
+    );
+    client.get::<Probe>(id.clone()).add(3).await.unwrap();
+    assert_eq!(
+        client.delete("Other", &id).await,
+        Err(CallError::TypeMismatch { id: id.clone(), actual: "Probe".into() })
+    );
+    client.delete("Probe", &id).await.unwrap();
+    assert!(!h.node.is_active(&id));
+    let tomb = h.store.load(&id).await.unwrap().unwrap();
+    assert!(tomb.is_tombstone());
+    // Deleting an absent object succeeds; the next activation starts fresh above the tombstone.
+    client.delete("Probe", &id).await.unwrap();
+    client.delete("Probe", &unique("never")).await.unwrap();
+    assert_eq!(client.get::<Probe>(id.clone()).add(1).await.unwrap(), 1);
+    assert!(h.store.load(&id).await.unwrap().unwrap().version > tomb.version);
+    // Stored identity survives deactivation: another type cannot take the id.
+    h.node.shutdown().await;
+    let node = Harness::node(&h.clock, &h.store, TypeOptions::default());
+    let error = node.client().create("Other", &id).await;
+    assert_eq!(error, Ok(()), "Other has no state, so it cannot see the stored record");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_types_and_methods_are_named_in_errors() {
+    let h = Harness::new(TypeOptions::default());
+    let client = h.client();
+    let encoded = EncodedMessage::pack(&Num::default());
+    assert_eq!(
+        client.call_encoded("Nope", "x", "Add", encoded.clone()).await,
+        Err(CallError::UnknownType { object_type: "Nope".into() })
+    );
+    assert_eq!(
+        client.call_encoded("Probe", "x", "Nope", encoded).await,
+        Err(CallError::UnknownMethod { object_type: "Probe".into(), method: "Nope".into() })
+    );
+    let wrong = EncodedMessage::pack(&Tick { sequence: 1 });
+    assert!(matches!(
+        client.call_encoded("Probe", "x", "Add", wrong).await,
+        Err(CallError::InvalidArgument { .. })
+    ));
+    assert!(matches!(client.call_encoded("Probe", "", "Add", EncodedMessage::default()).await, Err(CallError::InvalidObjectId(_))));
+    assert!(matches!(
+        client.call_encoded("Probe", "elsewhere/x", "Add", EncodedMessage::pack(&Num::default())).await,
+        Err(CallError::NodeNotFound { .. })
+    ));
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn after_create_types_refuse_calls_to_objects_never_created() {
+    let h = Harness::new(
+        TypeOptions::default()
+            .activation(ActivationPolicy::AfterCreate)
+            .persistence(PersistencePolicy::WriteThrough),
+    );
+    let client = h.client();
+    let id = unique("strict");
+    assert_eq!(
+        client.get::<Probe>(id.clone()).add(1).await,
+        Err(CallError::ObjectNotFound { object_type: "Probe".into(), id: id.clone() })
+    );
+    client.create("Probe", &id).await.unwrap();
+    assert_eq!(client.get::<Probe>(id.clone()).add(1).await, Ok(1));
+    // Existence survives a restart because create stored the object.
+    h.node.shutdown().await;
+    let node = Harness::node(
+        &h.clock,
+        &h.store,
+        TypeOptions::default().activation(ActivationPolicy::AfterCreate),
+    );
+    assert_eq!(node.client().get::<Probe>(id.clone()).add(1).await, Ok(2));
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn timers_tick_as_turns_and_owned_work_is_cancelled_before_the_save() {
+    let h = Harness::new(TypeOptions::default().idle_timeout(Some(Duration::from_secs(30))));
+    let id = unique("timer");
+    let probe = h.client().get::<Probe>(id.clone());
+    let _: Num = probe.raw().call("StartTimer", Num { value: 1000, route: String::new() }).await.unwrap();
+    let _: Num = probe.raw().call("Spawn", Num::default()).await.unwrap();
+    for _ in 0..3 {
+        h.advance(Duration::from_millis(1000)).await;
+    }
+    assert_eq!(hooks(&id).ticks.load(Ordering::SeqCst), 3);
+    assert!(!hooks(&id).task_dropped.load(Ordering::SeqCst));
+    // Ticks do not count as activity: the object idles out 30 s after its last call.
+    for _ in 0..28 {
+        h.advance(Duration::from_millis(1000)).await;
+    }
+    assert!(!h.node.is_active(&id));
+    assert!(hooks(&id).task_dropped.load(Ordering::SeqCst), "owned task cancelled");
+    let ticks = hooks(&id).ticks.load(Ordering::SeqCst);
+    h.advance(Duration::from_secs(5)).await;
+    assert_eq!(hooks(&id).ticks.load(Ordering::SeqCst), ticks, "timer ended with the activation");
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_saves_every_activation() {
+    let h = Harness::new(TypeOptions::default());
+    let ids: Vec<String> = (0..20).map(|i| unique(&format!("save{i}"))).collect();
+    for (i, id) in ids.iter().enumerate() {
+        h.client().get::<Probe>(id.clone()).add(i as i64 + 1).await.unwrap();
+    }
+    assert_eq!(h.node.activation_count(), 20);
+    h.node.shutdown().await;
+    for (i, id) in ids.iter().enumerate() {
+        let stored = h.store.load(id).await.unwrap().unwrap();
+        let state: Num = prost::Message::decode(stored.state.unwrap()).unwrap();
+        assert_eq!(state.value, i as i64 + 1);
+    }
+    assert!(matches!(h.client().get::<Probe>(ids[0].clone()).add(1).await, Err(CallError::ShuttingDown)));
+}
+
+#[tokio::test]
+async fn state_is_saved_only_when_it_changed() {
+    let h = Harness::new(TypeOptions::default().persistence(PersistencePolicy::WriteThrough));
+    let id = unique("changed");
+    let probe = h.client().get::<Probe>(id.clone());
+    probe.add(2).await.unwrap();
+    let v1 = h.store.load(&id).await.unwrap().unwrap().version;
+    probe.add(0).await.unwrap();
+    probe.add(0).await.unwrap();
+    assert_eq!(h.store.load(&id).await.unwrap().unwrap().version, v1);
+    probe.add(1).await.unwrap();
+    assert_eq!(h.store.load(&id).await.unwrap().unwrap().version, v1 + 1);
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn wheel_entries_stay_bounded_under_many_calls() {
+    let h = Harness::new(TypeOptions::default());
+    let probe = h.client().get::<Probe>(unique("wheel"));
+    for _ in 0..1000 {
+        probe.add(1).await.unwrap();
+    }
+    // One entry for the first deadline (later deadlines are covered by it) plus the idle check.
+    assert!(h.node.wheel_entries() <= 3, "wheel has {} entries", h.node.wheel_entries());
+    h.node.shutdown().await;
+}
