@@ -8,15 +8,19 @@
 pub mod clock;
 pub mod epoch;
 pub mod executor;
+pub mod planner;
 pub mod rng;
 pub mod shard;
+pub mod shardmap;
 pub mod store;
 
 pub use clock::{Clock, ManualClock, MonoTime, SharedClock, SystemClock};
 pub use epoch::Epoch;
 pub use executor::{BlockingExecutor, InlineExecutor, SharedExecutor, TokioBlockingExecutor};
+pub use planner::{Plan, PlanInput};
 pub use rng::RandomSource;
 pub use shard::{DEFAULT_SHARD_COUNT, Placement, ShardId};
+pub use shardmap::{Incarnation, MemberId, Move, OwnerRecord, ShardEntry, ShardMap, TargetRecord};
 pub use store::{FenceKey, MemoryStore, StateStore, StoreError};
 pub mod context;
 pub mod error;
