@@ -75,11 +75,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let pinned_to_absent = pinned_to_absent(input.map, input.live);
     let eligible: BTreeSet<&MemberId> = input.live.difference(input.draining).collect();
     if eligible.is_empty() {
-        return Plan {
-            pinned_to_absent,
-            no_eligible_nodes: true,
-            ..Plan::default()
-        };
+        return Plan { pinned_to_absent, no_eligible_nodes: true, ..Plan::default() };
     }
 
     let (homeless, loads) = spread(input.map, &eligible);
@@ -94,31 +90,16 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let failovers = homeless
         .into_iter()
         .zip(&mut open_slots)
-        .map(|((shard, from), to)| Move {
-            shard,
-            from: from.cloned(),
-            to: to.clone(),
-        })
+        .map(|((shard, from), to)| Move { shard, from: from.cloned(), to: to.clone() })
         .collect();
-    let budget = input
-        .max_in_flight
-        .saturating_sub(in_flight(input.map, input.live));
+    let budget = input.max_in_flight.saturating_sub(in_flight(input.map, input.live));
     let rebalances = surplus
         .into_iter()
         .take(budget)
         .zip(open_slots)
-        .map(|((shard, from), to)| Move {
-            shard,
-            from: Some(from.clone()),
-            to: to.clone(),
-        })
+        .map(|((shard, from), to)| Move { shard, from: Some(from.clone()), to: to.clone() })
         .collect();
-    Plan {
-        failovers,
-        rebalances,
-        pinned_to_absent,
-        no_eligible_nodes: false,
-    }
+    Plan { failovers, rebalances, pinned_to_absent, no_eligible_nodes: false }
 }
 
 /// The number of shards in flight: owner and target both live and different.
@@ -189,20 +170,9 @@ fn ranked_with_quotas<'a>(
     unpinned: usize,
 ) -> Vec<NodeLoad<'a>> {
     let (floor, larger_quotas) = (unpinned / by_node.len(), unpinned % by_node.len());
-    let mut loads: Vec<NodeLoad<'a>> = by_node
-        .into_iter()
-        .map(|(node, shards)| NodeLoad {
-            node,
-            shards,
-            quota: floor,
-        })
-        .collect();
-    loads.sort_by(|a, b| {
-        b.shards
-            .len()
-            .cmp(&a.shards.len())
-            .then_with(|| a.node.cmp(b.node))
-    });
+    let mut loads: Vec<NodeLoad<'a>> =
+        by_node.into_iter().map(|(node, shards)| NodeLoad { node, shards, quota: floor }).collect();
+    loads.sort_by(|a, b| b.shards.len().cmp(&a.shards.len()).then_with(|| a.node.cmp(b.node)));
     for load in loads.iter_mut().take(larger_quotas) {
         load.quota += 1;
     }
@@ -276,12 +246,7 @@ mod tests {
         draining: &BTreeSet<MemberId>,
         max_in_flight: usize,
     ) -> Plan {
-        plan(&PlanInput {
-            map,
-            live,
-            draining,
-            max_in_flight,
-        })
+        plan(&PlanInput { map, live, draining, max_in_flight })
     }
 
     /// What a round does once it has run: every moved shard is targeted at and owned by its new
@@ -332,11 +297,8 @@ mod tests {
         let map = settled_map(&["a", "b", "c", "a", "b", "c", "a", "b", "c"]);
         let plan = plan_for(&map, &ids(&["a", "b"]), &ids(&[]), 1);
 
-        let moved: Vec<(u32, &str)> = plan
-            .failovers
-            .iter()
-            .map(|mv| (mv.shard.0, mv.to.as_str()))
-            .collect();
+        let moved: Vec<(u32, &str)> =
+            plan.failovers.iter().map(|mv| (mv.shard.0, mv.to.as_str())).collect();
         // N = 9 over 2 nodes: the tie between a and b (3 each) gives a the 5.
         assert_eq!(moved, vec![(2, "a"), (5, "a"), (8, "b")]);
         assert!(plan.failovers.iter().all(|mv| mv.from == Some("c".into())));
@@ -348,11 +310,8 @@ mod tests {
         let map = settled_map(&["a", "b", "a", "b"]);
         let plan = plan_for(&map, &ids(&["a", "b", "c"]), &ids(&["b"]), 1);
 
-        let moved: Vec<(u32, &str)> = plan
-            .failovers
-            .iter()
-            .map(|mv| (mv.shard.0, mv.to.as_str()))
-            .collect();
+        let moved: Vec<(u32, &str)> =
+            plan.failovers.iter().map(|mv| (mv.shard.0, mv.to.as_str())).collect();
         assert_eq!(moved, vec![(1, "c"), (3, "c")]);
         assert!(plan.rebalances.is_empty(), "a already holds its quota of 2");
     }
@@ -366,21 +325,13 @@ mod tests {
         // Quotas 3, 3, 2: one shard each from a and b, one per round, b (ranked lower) first.
         assert_eq!(
             first.rebalances,
-            vec![Move {
-                shard: ShardId(7),
-                from: Some("b".into()),
-                to: "c".into()
-            }]
+            vec![Move { shard: ShardId(7), from: Some("b".into()), to: "c".into() }]
         );
         apply(&mut map, &first, &live);
         let second = plan_for(&map, &live, &ids(&[]), 1);
         assert_eq!(
             second.rebalances,
-            vec![Move {
-                shard: ShardId(6),
-                from: Some("a".into()),
-                to: "c".into()
-            }]
+            vec![Move { shard: ShardId(6), from: Some("a".into()), to: "c".into() }]
         );
         apply(&mut map, &second, &live);
         assert!(plan_for(&map, &live, &ids(&[]), 1).is_empty());
@@ -407,10 +358,7 @@ mod tests {
         let plan = plan_for(&map, &live, &ids(&[]), 10);
 
         assert_eq!(plan.pinned_to_absent, vec![ShardId(1)]);
-        assert!(
-            plan.moves()
-                .all(|mv| mv.shard != ShardId(0) && mv.shard != ShardId(1))
-        );
+        assert!(plan.moves().all(|mv| mv.shard != ShardId(0) && mv.shard != ShardId(1)));
         // Two unpinned shards, both on a: one moves to b.
         assert_eq!(plan.rebalances.len(), 1);
         assert_eq!(plan.rebalances[0].to, "b".into());
@@ -482,10 +430,8 @@ mod tests {
                 let count = u32::try_from(entries.len()).expect("below 300");
                 let mut map = ShardMap::new(count);
                 for (shard, (target, owner_node)) in (0..count).zip(entries) {
-                    let target = target.map(|(node, pinned)| TargetRecord {
-                        node: NODES[node].into(),
-                        pinned,
-                    });
+                    let target = target
+                        .map(|(node, pinned)| TargetRecord { node: NODES[node].into(), pinned });
                     let owner_node = match (&target, settled) {
                         (Some(target), true) => Some(target.node.clone()),
                         _ => owner_node.map(|node| MemberId::from(NODES[node])),
@@ -493,12 +439,7 @@ mod tests {
                     map.set_target(ShardId(shard), target);
                     map.set_owner(ShardId(shard), owner_node.as_ref().map(owner));
                 }
-                Case {
-                    map,
-                    live: ids(&live),
-                    draining: ids(&draining),
-                    bound,
-                }
+                Case { map, live: ids(&live), draining: ids(&draining), bound }
             })
     }
 
@@ -526,16 +467,12 @@ mod tests {
         ranked.sort_by_key(|node| (Reverse(count_of(node)), (*node).clone()));
         let mut quotas = BTreeMap::new();
         for (rank, node) in ranked.into_iter().enumerate() {
-            let (floor, larger) = (
-                unpinned.len() / eligible.len(),
-                unpinned.len() % eligible.len(),
-            );
+            let (floor, larger) =
+                (unpinned.len() / eligible.len(), unpinned.len() % eligible.len());
             quotas.insert(node.clone(), floor + usize::from(rank < larger));
         }
-        let excess: usize = quotas
-            .iter()
-            .map(|(node, quota)| count_of(node).saturating_sub(*quota))
-            .sum();
+        let excess: usize =
+            quotas.iter().map(|(node, quota)| count_of(node).saturating_sub(*quota)).sum();
 
         let in_flight = case
             .map
@@ -545,18 +482,8 @@ mod tests {
                 _ => false,
             })
             .count();
-        let minimum_moves = if eligible.is_empty() {
-            0
-        } else {
-            failovers.len() + excess
-        };
-        Oracle {
-            eligible,
-            failovers,
-            quotas,
-            minimum_moves,
-            in_flight,
-        }
+        let minimum_moves = if eligible.is_empty() { 0 } else { failovers.len() + excess };
+        Oracle { eligible, failovers, quotas, minimum_moves, in_flight }
     }
 
     /// The rounds of planning until a plan is empty with nothing in flight: each round's
@@ -570,10 +497,7 @@ mod tests {
             if plan.is_empty() && in_flight == 0 {
                 return (rounds, map);
             }
-            assert!(
-                rounds.len() < max_rounds,
-                "no convergence within {max_rounds} rounds"
-            );
+            assert!(rounds.len() < max_rounds, "no convergence within {max_rounds} rounds");
             apply(&mut map, &plan, &case.live);
             rounds.push((in_flight, plan));
         }

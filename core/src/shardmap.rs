@@ -60,18 +60,12 @@ pub struct TargetRecord {
 impl TargetRecord {
     /// A target chosen by the planner (not pinned).
     pub fn planned(node: impl Into<MemberId>) -> Self {
-        TargetRecord {
-            node: node.into(),
-            pinned: false,
-        }
+        TargetRecord { node: node.into(), pinned: false }
     }
 
     /// A target fixed by an operator pin.
     pub fn pinned(node: impl Into<MemberId>) -> Self {
-        TargetRecord {
-            node: node.into(),
-            pinned: true,
-        }
+        TargetRecord { node: node.into(), pinned: true }
     }
 }
 
@@ -102,11 +96,7 @@ pub struct ShardEntry {
 impl ShardEntry {
     /// An entry with neither target nor owner (a freshly initialised shard).
     pub fn empty(shard: ShardId) -> Self {
-        ShardEntry {
-            shard,
-            target: None,
-            owner: None,
-        }
+        ShardEntry { shard, target: None, owner: None }
     }
 
     /// The target's node, if there is a target.
@@ -139,13 +129,8 @@ impl ShardMap {
     /// If `shard_count` is zero.
     pub fn new(shard_count: u32) -> Self {
         assert!(shard_count > 0, "shard count must be positive");
-        let entries = (0..shard_count)
-            .map(|shard| ShardEntry::empty(ShardId(shard)))
-            .collect();
-        ShardMap {
-            shard_count,
-            entries,
-        }
+        let entries = (0..shard_count).map(|shard| ShardEntry::empty(ShardId(shard))).collect();
+        ShardMap { shard_count, entries }
     }
 
     /// The number of shards.
@@ -234,10 +219,7 @@ mod tests {
         assert_eq!(map.shard_count(), 4);
         let shards: Vec<ShardId> = map.iter().map(|entry| entry.shard).collect();
         assert_eq!(shards, vec![ShardId(0), ShardId(1), ShardId(2), ShardId(3)]);
-        assert!(
-            map.iter()
-                .all(|entry| entry.target.is_none() && entry.owner.is_none())
-        );
+        assert!(map.iter().all(|entry| entry.target.is_none() && entry.owner.is_none()));
     }
 
     #[test]
@@ -270,17 +252,9 @@ mod tests {
     fn member_ids_and_moves_display_plainly() {
         assert_eq!(MemberId::new("node-1").to_string(), "node-1");
         assert_eq!(MemberId::from(String::from("x")).as_str(), "x");
-        let moved = Move {
-            shard: ShardId(5),
-            from: Some("a".into()),
-            to: "b".into(),
-        };
+        let moved = Move { shard: ShardId(5), from: Some("a".into()), to: "b".into() };
         assert_eq!(moved.to_string(), "shard 5: a -> b");
-        let placed = Move {
-            shard: ShardId(6),
-            from: None,
-            to: "b".into(),
-        };
+        let placed = Move { shard: ShardId(6), from: None, to: "b".into() };
         assert_eq!(placed.to_string(), "shard 6: (none) -> b");
     }
 }

@@ -26,7 +26,7 @@ use super::{NodeShared, TypeEntry};
 use crate::clock::MonoTime;
 use crate::context::{CallChain, CallerIdentity};
 use crate::error::CallError;
-use crate::object::{PersistencePolicy, Payload};
+use crate::object::{Payload, PersistencePolicy};
 use crate::runtime::ownership::Location;
 
 /// The answer to one call.
@@ -336,7 +336,8 @@ impl ActivationShared {
         }
         let id = &self.id;
         for reply in expired {
-            let _ = reply.send(Reply::Done(Err(CallError::DeadlineExceeded { id: id.to_string() })));
+            let _ =
+                reply.send(Reply::Done(Err(CallError::DeadlineExceeded { id: id.to_string() })));
         }
         if next < MonoTime::MAX {
             node.wheel.schedule(next, WheelEntry::Activation(Arc::downgrade(self)));
@@ -414,8 +415,12 @@ impl ActivationShared {
                             mailbox.wheel_at = limit;
                             schedule = Some(limit);
                         }
-                        mailbox.running =
-                            Some(Running { is_call: true, started: now, deadline: env.deadline, reply: env.reply.take() });
+                        mailbox.running = Some(Running {
+                            is_call: true,
+                            started: now,
+                            deadline: env.deadline,
+                            reply: env.reply.take(),
+                        });
                         mailbox.last_activity = now;
                         result = Poll::Ready(Next::Call(env, now));
                         break;
@@ -427,8 +432,12 @@ impl ActivationShared {
                             mailbox.wheel_at = limit;
                             schedule = Some(limit);
                         }
-                        mailbox.running =
-                            Some(Running { is_call: false, started: now, deadline: MonoTime::MAX, reply: None });
+                        mailbox.running = Some(Running {
+                            is_call: false,
+                            started: now,
+                            deadline: MonoTime::MAX,
+                            reply: None,
+                        });
                         result = Poll::Ready(Next::Tick { method, sequence, now });
                         break;
                     }
@@ -508,7 +517,11 @@ impl ActivationShared {
 
     /// After a deactivation's save: either goes Gone and leaves the table (mailbox empty), or
     /// returns to Activating for the work that arrived meanwhile. Returns whether to reactivate.
-    pub(crate) fn finish_deactivation(self: &Arc<Self>, node: &NodeShared, allow_reactivation: bool) -> bool {
+    pub(crate) fn finish_deactivation(
+        self: &Arc<Self>,
+        node: &NodeShared,
+        allow_reactivation: bool,
+    ) -> bool {
         let mut table = node.table(self.table_shard);
         let mut mailbox = self.lock();
         // Ticks queued for the ended activation's timers die with it.
@@ -519,10 +532,10 @@ impl ActivationShared {
         }
         mailbox.phase = Phase::Gone;
         drop(mailbox);
-        if let Some(current) = table.get(&self.id) {
-            if Arc::ptr_eq(current, self) {
-                table.remove(&self.id);
-            }
+        if let Some(current) = table.get(&self.id)
+            && Arc::ptr_eq(current, self)
+        {
+            table.remove(&self.id);
         }
         false
     }

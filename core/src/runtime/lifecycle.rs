@@ -120,7 +120,10 @@ async fn activate<T: Object>(
 }
 
 /// Deletes an object that has no activation: checks its type, leaves a tombstone.
-async fn delete_inactive(node: &NodeShared, activation: &ActivationShared) -> Result<(), CallError> {
+async fn delete_inactive(
+    node: &NodeShared,
+    activation: &ActivationShared,
+) -> Result<(), CallError> {
     let entry = &activation.entry;
     if !entry.persistent() {
         return Ok(());
@@ -132,7 +135,11 @@ async fn delete_inactive(node: &NodeShared, activation: &ActivationShared) -> Re
     if !node.ownership.is_fenced(fence, epoch) {
         let raised = node.store.fence(fence, epoch).await.map_err(store_error)?;
         if raised > epoch {
-            return Err(CallError::NotServed { shard: activation.table_shard, epoch: Some(raised), hint: None });
+            return Err(CallError::NotServed {
+                shard: activation.table_shard,
+                epoch: Some(raised),
+                hint: None,
+            });
         }
         node.ownership.mark_fenced(fence, epoch);
     }
@@ -140,7 +147,10 @@ async fn delete_inactive(node: &NodeShared, activation: &ActivationShared) -> Re
     let version = match &record {
         Some(stored) if stored.is_tombstone() => return Ok(()),
         Some(stored) if stored.object_type != entry.name => {
-            return Err(CallError::TypeMismatch { id: id.to_string(), actual: stored.object_type.clone() });
+            return Err(CallError::TypeMismatch {
+                id: id.to_string(),
+                actual: stored.object_type.clone(),
+            });
         }
         Some(stored) => stored.version,
         None => return Ok(()),
@@ -168,12 +178,18 @@ async fn try_activate<T: Object>(
     let mut record: Option<StoredObject> = None;
     if entry.persistent() {
         if !node.ownership.is_fenced(fence, epoch) {
-            let raised = node.store.fence(fence, epoch).await.map_err(|source| {
-                (CallError::Store { id: id.to_string(), source }, false)
-            })?;
+            let raised = node
+                .store
+                .fence(fence, epoch)
+                .await
+                .map_err(|source| (CallError::Store { id: id.to_string(), source }, false))?;
             if raised > epoch {
                 // Another owner holds a newer epoch: this node must not serve the shard.
-                let error = CallError::NotServed { shard: activation.table_shard, epoch: Some(raised), hint: None };
+                let error = CallError::NotServed {
+                    shard: activation.table_shard,
+                    epoch: Some(raised),
+                    hint: None,
+                };
                 return Err((error, true));
             }
             node.ownership.mark_fenced(fence, epoch);
@@ -184,16 +200,18 @@ async fn try_activate<T: Object>(
             .await
             .map_err(|source| (CallError::Store { id: id.to_string(), source }, false))?;
     }
-    if let Some(stored) = &record {
-        if !stored.is_tombstone() && stored.object_type != entry.name {
-            let actual = stored.object_type.clone();
-            return Err((CallError::TypeMismatch { id: id.to_string(), actual }, false));
-        }
+    if let Some(stored) = &record
+        && !stored.is_tombstone()
+        && stored.object_type != entry.name
+    {
+        let actual = stored.object_type.clone();
+        return Err((CallError::TypeMismatch { id: id.to_string(), actual }, false));
     }
     let exists = record.as_ref().is_some_and(|r| !r.is_tombstone());
     let creating = activation.has_create_queued();
     if entry.options.activation == ActivationPolicy::AfterCreate && !exists && !creating {
-        let error = CallError::ObjectNotFound { object_type: entry.name.to_owned(), id: id.to_string() };
+        let error =
+            CallError::ObjectNotFound { object_type: entry.name.to_owned(), id: id.to_string() };
         return Err((error, false));
     }
     let mut live = Live {
@@ -214,11 +232,13 @@ async fn try_activate<T: Object>(
     live.object.on_activate(&ctx).await.map_err(|e| {
         (CallError::ActivationFailed { id: id.to_string(), message: e.to_string() }, false)
     })?;
-    if creating && !exists && entry.persistent() && entry.options.activation == ActivationPolicy::AfterCreate {
+    if creating
+        && !exists
+        && entry.persistent()
+        && entry.options.activation == ActivationPolicy::AfterCreate
+    {
         // Existence of an after-create object must survive deactivation: store it now.
-        save::<T>(node, activation, &mut live, true)
-            .await
-            .map_err(|e| (e, false))?;
+        save::<T>(node, activation, &mut live, true).await.map_err(|e| (e, false))?;
     }
     Ok(live)
 }
@@ -314,7 +334,8 @@ async fn turn<T: Object>(
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
             if let Some(reply) = activation.finish_running(started) {
-                let error = CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
+                let error =
+                    CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
                 let _ = reply.send(Reply::Bounced(envelope.payload, error));
             }
             return Some(Ending::Deactivate(DeactivateReason::Shutdown));
@@ -340,19 +361,24 @@ async fn turn<T: Object>(
         tracing::warn!(object = %activation.id, limit = ?entry.options.max_turn_duration, "turn overran its limit; activation poisoned");
         let now = node.clock.now();
         if let Some(reply) = activation.finish_running(now) {
-            let reason = format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
-            let _ = reply.send(Reply::Done(Err(CallError::OutcomeUnknown { id: activation.id.to_string(), reason })));
+            let reason =
+                format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
+            let _ = reply.send(Reply::Done(Err(CallError::OutcomeUnknown {
+                id: activation.id.to_string(),
+                reason,
+            })));
         }
         return Some(Ending::Discard);
     };
     let mut ending = None;
-    if result.is_ok() && entry.options.persistence == PersistencePolicy::WriteThrough {
-        if let Err(error) = save::<T>(node, activation, live, false).await {
-            // The change is not durable: the caller learns it, and the activation reloads the
-            // last saved state rather than keep memory that differs from the store.
-            result = Err(error);
-            ending = Some(Ending::Discard);
-        }
+    if result.is_ok()
+        && entry.options.persistence == PersistencePolicy::WriteThrough
+        && let Err(error) = save::<T>(node, activation, live, false).await
+    {
+        // The change is not durable: the caller learns it, and the activation reloads the
+        // last saved state rather than keep memory that differs from the store.
+        result = Err(error);
+        ending = Some(Ending::Discard);
     }
     let finished = node.clock.now();
     metrics.turn_seconds.record(finished.saturating_duration_since(started).as_secs_f64());
@@ -376,7 +402,8 @@ async fn deactivate<T: Object>(
     let discard = matches!(ending, Ending::Discard);
     if discard {
         for work in activation.drain() {
-            let error = CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
+            let error =
+                CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
             work.bounce(error);
         }
     } else {

@@ -20,10 +20,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use self::timer::TimerHandle;
 use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
 use self::metrics::TypeMetrics;
 use self::ownership::{Location, Ownership};
+pub use self::timer::TimerHandle;
 use self::wheel::Wheel;
 use crate::clock::{MonoTime, SharedClock, SystemClock};
 use crate::context::{CallChain, CallerIdentity, check_chain};
@@ -71,7 +71,8 @@ pub enum BuildError {
 }
 
 /// Starts the monomorphised activation loop of one type.
-type StartFn = fn(Arc<NodeShared>, Arc<ActivationShared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+type StartFn =
+    fn(Arc<NodeShared>, Arc<ActivationShared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A registered object type.
 pub(crate) struct TypeEntry {
@@ -215,7 +216,9 @@ impl NodeShared {
 
     fn locate(&self, id: &str) -> Result<Location, CallError> {
         match place(id, self.config.shard_count)? {
-            Placement::Shard(shard) => Ok(Location { fence: FenceKey::Shard(shard), table_shard: shard.0 }),
+            Placement::Shard(shard) => {
+                Ok(Location { fence: FenceKey::Shard(shard), table_shard: shard.0 })
+            }
             Placement::Node(node) => {
                 if node != self.config.node_id {
                     return Err(CallError::NodeNotFound { node });
@@ -229,12 +232,20 @@ impl NodeShared {
     fn known(&self, target: &TypeTarget) -> Result<Arc<TypeEntry>, CallError> {
         match target {
             TypeTarget::Known(entry) => Ok(entry.clone()),
-            TypeTarget::Named(name) => Err(CallError::UnknownType { object_type: name.to_string() }),
+            TypeTarget::Named(name) => {
+                Err(CallError::UnknownType { object_type: name.to_string() })
+            }
         }
     }
 
     /// Finds or creates the activation slot for `id` and queues `work` in it.
-    fn enqueue(self: &Arc<Self>, entry: &Arc<TypeEntry>, id: &Arc<str>, location: &Location, mut work: Work) -> Result<(), CallError> {
+    fn enqueue(
+        self: &Arc<Self>,
+        entry: &Arc<TypeEntry>,
+        id: &Arc<str>,
+        location: &Location,
+        mut work: Work,
+    ) -> Result<(), CallError> {
         loop {
             let (activation, created) = {
                 let mut table = self.table(location.table_shard);
@@ -249,8 +260,11 @@ impl NodeShared {
                         (existing.clone(), false)
                     }
                     None => {
-                        let activation =
-                            Arc::new(ActivationShared::new(id.clone(), entry.clone(), location.clone()));
+                        let activation = Arc::new(ActivationShared::new(
+                            id.clone(),
+                            entry.clone(),
+                            location.clone(),
+                        ));
                         table.insert(id.clone(), activation.clone());
                         (activation, true)
                     }
@@ -279,9 +293,9 @@ impl NodeShared {
         check_chain(request.chain.as_deref(), &request.id)?;
         let location = self.locate(&request.id)?;
         let now = self.clock.now();
-        let deadline = request.deadline.unwrap_or_else(|| {
-            now + request.timeout.unwrap_or(self.config.default_deadline)
-        });
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| now + request.timeout.unwrap_or(self.config.default_deadline));
         let mut payload = request.payload;
         let mut attempt: u32 = 0;
         loop {
@@ -396,7 +410,14 @@ impl fmt::Debug for NodeBuilder {
 impl NodeBuilder {
     /// A builder with `config` and no types.
     pub fn new(config: NodeConfig) -> Self {
-        NodeBuilder { config, types: Vec::new(), clock: None, rng: None, executor: None, store: None }
+        NodeBuilder {
+            config,
+            types: Vec::new(),
+            clock: None,
+            rng: None,
+            executor: None,
+            store: None,
+        }
     }
 
     /// Registers `T` with default options.
@@ -451,7 +472,11 @@ impl NodeBuilder {
         }
         let clock = self.clock.unwrap_or_else(SystemClock::shared);
         let store = self.store.unwrap_or_else(|| {
-            Arc::new(MemoryStore::new(clock.clone(), crate::store::DEFAULT_TOMBSTONE_RETENTION, true))
+            Arc::new(MemoryStore::new(
+                clock.clone(),
+                crate::store::DEFAULT_TOMBSTONE_RETENTION,
+                true,
+            ))
         });
         let shared = Arc::new(NodeShared {
             wheel: Wheel::new(config.tick),

@@ -99,7 +99,8 @@ impl ProbeRef {
         &self.0
     }
     async fn add(&self, value: i64) -> Result<i64, CallError> {
-        let reply: Num = self.0.call_indexed(ADD, "Add", Num { value, route: String::new() }).await?;
+        let reply: Num =
+            self.0.call_indexed(ADD, "Add", Num { value, route: String::new() }).await?;
         Ok(reply.value)
     }
 }
@@ -129,7 +130,12 @@ impl Object for Probe {
         Probe { total: 0, hooks: hooks(id) }
     }
 
-    fn dispatch<'a>(&'a mut self, ctx: &'a CallContext, method: usize, request: Payload) -> TurnFuture<'a> {
+    fn dispatch<'a>(
+        &'a mut self,
+        ctx: &'a CallContext,
+        method: usize,
+        request: Payload,
+    ) -> TurnFuture<'a> {
         Box::pin(async move {
             if method == TICK {
                 let _tick: Tick = request.into_message()?;
@@ -161,7 +167,12 @@ impl Object for Probe {
                     });
                     Num::default()
                 }
-                _ => return Err(CallError::UnknownMethod { object_type: "Probe".into(), method: method.to_string() }),
+                _ => {
+                    return Err(CallError::UnknownMethod {
+                        object_type: "Probe".into(),
+                        method: method.to_string(),
+                    });
+                }
             };
             Ok(Payload::typed(reply))
         })
@@ -199,7 +210,12 @@ impl Object for Other {
     fn construct(_id: &str) -> Self {
         Other
     }
-    fn dispatch<'a>(&'a mut self, _ctx: &'a CallContext, _method: usize, _request: Payload) -> TurnFuture<'a> {
+    fn dispatch<'a>(
+        &'a mut self,
+        _ctx: &'a CallContext,
+        _method: usize,
+        _request: Payload,
+    ) -> TurnFuture<'a> {
         Box::pin(async { Err(CallError::from("no methods")) })
     }
 }
@@ -258,7 +274,9 @@ async fn turns_run_one_at_a_time_in_arrival_order() {
     // The first turn blocks on the gate; the others queue behind it in order.
     let blocked = tokio::spawn({
         let probe = probe.clone();
-        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 100, route: String::new() }).await }
+        async move {
+            probe.raw().call::<Num, Num>("Wait", Num { value: 100, route: String::new() }).await
+        }
     });
     settle().await;
     let mut adds = Vec::new();
@@ -270,7 +288,8 @@ async fn turns_run_one_at_a_time_in_arrival_order() {
     assert!(hooks(&id).log.lock().unwrap().is_empty(), "no turn may start while one is running");
     hooks(&id).gate.notify_one();
     assert_eq!(blocked.await.unwrap().unwrap().value, 100);
-    let totals: Vec<i64> = futures::future::join_all(adds).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let totals: Vec<i64> =
+        futures::future::join_all(adds).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
     assert_eq!(*hooks(&id).log.lock().unwrap(), vec![1, 2, 3, 4, 5]);
     assert_eq!(totals, vec![101, 103, 106, 110, 115]);
     h.node.shutdown().await;
@@ -340,7 +359,9 @@ async fn an_overlong_turn_poisons_the_activation_and_the_next_call_reloads_the_l
     assert_eq!(probe.add(5).await.unwrap(), 5);
     let stuck = tokio::spawn({
         let probe = probe.clone();
-        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 1000, route: String::new() }).await }
+        async move {
+            probe.raw().call::<Num, Num>("Wait", Num { value: 1000, route: String::new() }).await
+        }
     });
     settle().await;
     let queued = tokio::spawn({
@@ -368,7 +389,8 @@ async fn call_cycles_fail_at_once_with_the_chain() {
     assert_eq!(error, CallError::Cycle { chain: vec![a.clone(), b.clone(), a.clone()] });
     // a -> b -> c works.
     let c = unique("cycle-c");
-    let ok: Num = probe.raw().call("Route", Num { value: 3, route: format!("{b},{c}") }).await.unwrap();
+    let ok: Num =
+        probe.raw().call("Route", Num { value: 3, route: format!("{b},{c}") }).await.unwrap();
     assert_eq!(ok.value, 3);
     h.node.shutdown().await;
 }
@@ -457,9 +479,14 @@ async fn unknown_types_and_methods_are_named_in_errors() {
         client.call_encoded("Probe", "x", "Add", wrong).await,
         Err(CallError::InvalidArgument { .. })
     ));
-    assert!(matches!(client.call_encoded("Probe", "", "Add", EncodedMessage::default()).await, Err(CallError::InvalidObjectId(_))));
     assert!(matches!(
-        client.call_encoded("Probe", "elsewhere/x", "Add", EncodedMessage::pack(&Num::default())).await,
+        client.call_encoded("Probe", "", "Add", EncodedMessage::default()).await,
+        Err(CallError::InvalidObjectId(_))
+    ));
+    assert!(matches!(
+        client
+            .call_encoded("Probe", "elsewhere/x", "Add", EncodedMessage::pack(&Num::default()))
+            .await,
         Err(CallError::NodeNotFound { .. })
     ));
     h.node.shutdown().await;
@@ -496,7 +523,8 @@ async fn timers_tick_as_turns_and_owned_work_is_cancelled_before_the_save() {
     let h = Harness::new(TypeOptions::default().idle_timeout(Some(Duration::from_secs(30))));
     let id = unique("timer");
     let probe = h.client().get::<Probe>(id.clone());
-    let _: Num = probe.raw().call("StartTimer", Num { value: 1000, route: String::new() }).await.unwrap();
+    let _: Num =
+        probe.raw().call("StartTimer", Num { value: 1000, route: String::new() }).await.unwrap();
     let _: Num = probe.raw().call("Spawn", Num::default()).await.unwrap();
     for _ in 0..3 {
         h.advance(Duration::from_millis(1000)).await;
@@ -529,7 +557,10 @@ async fn shutdown_saves_every_activation() {
         let state: Num = prost::Message::decode(stored.state.unwrap()).unwrap();
         assert_eq!(state.value, i as i64 + 1);
     }
-    assert!(matches!(h.client().get::<Probe>(ids[0].clone()).add(1).await, Err(CallError::ShuttingDown)));
+    assert!(matches!(
+        h.client().get::<Probe>(ids[0].clone()).add(1).await,
+        Err(CallError::ShuttingDown)
+    ));
 }
 
 #[tokio::test]

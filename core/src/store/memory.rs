@@ -67,14 +67,14 @@ impl Inner {
         if current != epoch {
             return Err(StoreError::Fenced { key: key.clone(), attempted: epoch, current });
         }
-        if let Some((stored, _)) = self.objects.get(object_id) {
-            if version <= stored.version {
-                return Err(StoreError::StaleVersion {
-                    object_id: object_id.to_owned(),
-                    attempted: version,
-                    stored: stored.version,
-                });
-            }
+        if let Some((stored, _)) = self.objects.get(object_id)
+            && version <= stored.version
+        {
+            return Err(StoreError::StaleVersion {
+                object_id: object_id.to_owned(),
+                attempted: version,
+                stored: stored.version,
+            });
         }
         Ok(())
     }
