@@ -1,0 +1,111 @@
+//! P1: local calls to active objects, against bare mpsc + oneshot request/response.
+//!
+//! Shapes: (a) N callers → 1 object (baseline: 1 server task), (b) N callers → N objects
+//! (baseline: N server tasks), N = 1, 16, 256. Median ratio of interleaved pairs.
+//!
+//! `cargo run --release -p verse-bench --bin local_calls -- --pairs 5`
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::sync::{mpsc, oneshot};
+use verse::prelude::*;
+use verse_bench::{Blob, Row, drive, install_metrics, report};
+
+/// The benchmark object: echoes a 64-byte blob.
+#[derive(Default)]
+struct Echo;
+
+#[verse::object]
+impl Echo {
+    async fn echo(&mut self, _ctx: &CallContext, req: Blob) -> Result<Blob, MethodError> {
+        Ok(Blob { data: req.data })
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Interleaved (baseline, subject) pairs per case.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+type Request = (Blob, oneshot::Sender<Blob>);
+
+/// The baseline server: answers each request with a fresh 64-byte blob.
+fn spawn_server() -> mpsc::Sender<Request> {
+    let (tx, mut rx) = mpsc::channel::<Request>(1024);
+    tokio::spawn(async move {
+        while let Some((req, reply)) = rx.recv().await {
+            let _ = reply.send(Blob { data: req.data });
+        }
+    });
+    tx
+}
+
+async fn baseline(callers: usize, servers: usize, warmup: Duration, measure: Duration) -> f64 {
+    let senders: Arc<Vec<mpsc::Sender<Request>>> = Arc::new((0..servers).map(|_| spawn_server()).collect());
+    drive(callers, warmup, measure, move |caller| {
+        let tx = senders[caller % senders.len()].clone();
+        async move {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            tx.send((Blob::new(), reply_tx)).await.expect("server alive");
+            let reply = reply_rx.await.expect("reply");
+            assert_eq!(reply.data.len(), 64);
+        }
+    })
+    .await
+    .per_second()
+}
+
+async fn subject(node: &Node, callers: usize, objects: usize, round: usize, warmup: Duration, measure: Duration) -> f64 {
+    let client = node.client();
+    let refs: Arc<Vec<EchoRef>> =
+        Arc::new((0..objects).map(|i| client.get::<Echo>(format!("echo-{round}-{i}"))).collect());
+    drive(callers, warmup, measure, move |caller| {
+        let echo = refs[caller % refs.len()].clone();
+        async move {
+            let reply = echo.echo(Blob::new()).await.expect("echo call");
+            assert_eq!(reply.data.len(), 64);
+        }
+    })
+    .await
+    .per_second()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        install_metrics();
+        let node = NodeBuilder::new(NodeConfig::default()).object::<Echo>().start()?;
+        let warmup = Duration::from_millis(300);
+        let measure = Duration::from_secs_f64(args.seconds);
+        let mut rows = Vec::new();
+        for (shape, label) in [("a", "N callers -> 1 object"), ("b", "N callers -> N objects")] {
+            for n in [1usize, 16, 256] {
+                let targets = if shape == "a" { 1 } else { n };
+                let mut pairs = Vec::new();
+                for round in 0..args.pairs {
+                    let b = baseline(n, targets, warmup, measure).await;
+                    let s = subject(&node, n, targets, round, warmup, measure).await;
+                    pairs.push((b, s));
+                }
+                let target = match (shape, n) {
+                    ("a", 1) | ("b", _) => 0.5,
+                    _ => 0.4,
+                };
+                rows.push(Row::new(&format!("P1{shape}"), &format!("{label}, N={n}"), &pairs, Some(target)));
+            }
+        }
+        node.shutdown().await;
+        report("P1 local calls", &rows, args.json.as_deref())
+    })
+}

@@ -1,0 +1,1 @@
+//! Shared helpers of Verse's integration tests (fixtures arrive with the tests that need them).
