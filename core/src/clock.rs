@@ -45,13 +45,17 @@ impl MonoTime {
     /// `self + d`, saturating at [`MonoTime::MAX`].
     pub fn saturating_add(self, d: Duration) -> MonoTime {
         let add = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        MonoTime { nanos: self.nanos.saturating_add(add) }
+        MonoTime {
+            nanos: self.nanos.saturating_add(add),
+        }
     }
 
     /// `self - d`, saturating at [`MonoTime::ZERO`].
     pub fn saturating_sub(self, d: Duration) -> MonoTime {
         let sub = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        MonoTime { nanos: self.nanos.saturating_sub(sub) }
+        MonoTime {
+            nanos: self.nanos.saturating_sub(sub),
+        }
     }
 }
 
@@ -108,7 +112,10 @@ impl SystemClock {
 
 /// Reads `CLOCK_BOOTTIME`.
 fn boottime_now() -> MonoTime {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec and CLOCK_BOOTTIME is supported by every Linux
     // kernel this runs on; clock_gettime writes only into `ts`.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
@@ -152,7 +159,9 @@ struct ManualInner {
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock").field("now", &self.now()).finish()
+        f.debug_struct("ManualClock")
+            .field("now", &self.now())
+            .finish()
     }
 }
 
@@ -193,9 +202,14 @@ impl ManualClock {
                 inner.now = to;
             }
             let now = inner.now;
-            let due: Vec<(MonoTime, u64)> =
-                inner.sleepers.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
-            due.iter().filter_map(|k| inner.sleepers.remove(k)).collect()
+            let due: Vec<(MonoTime, u64)> = inner
+                .sleepers
+                .range(..=(now, u64::MAX))
+                .map(|(k, _)| *k)
+                .collect();
+            due.iter()
+                .filter_map(|k| inner.sleepers.remove(k))
+                .collect()
         };
         for waker in wakers {
             waker.wake();
@@ -214,7 +228,11 @@ impl Clock for ManualClock {
     }
 
     fn sleep_until(&self, deadline: MonoTime) -> Sleep {
-        Box::pin(ManualSleep { clock: self.clone(), deadline, key: None })
+        Box::pin(ManualSleep {
+            clock: self.clone(),
+            deadline,
+            key: None,
+        })
     }
 }
 

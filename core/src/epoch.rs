@@ -20,16 +20,25 @@ pub struct Epoch {
 
 impl Epoch {
     /// The epoch before any claim (used as "nothing yet").
-    pub const ZERO: Epoch = Epoch { generation: 0, counter: 0 };
+    pub const ZERO: Epoch = Epoch {
+        generation: 0,
+        counter: 0,
+    };
 
     /// Builds an epoch.
     pub const fn new(generation: u64, counter: u64) -> Self {
-        Epoch { generation, counter }
+        Epoch {
+            generation,
+            counter,
+        }
     }
 
     /// The epoch a successful claim moves to: the same generation, the next counter.
     pub const fn next(self) -> Self {
-        Epoch { generation: self.generation, counter: self.counter + 1 }
+        Epoch {
+            generation: self.generation,
+            counter: self.counter + 1,
+        }
     }
 }
 

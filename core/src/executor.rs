@@ -79,9 +79,13 @@ mod tests {
 
     #[tokio::test]
     async fn inline_and_tokio_executors_return_results() {
-        let inline = run_blocking(&InlineExecutor, || 2 + 2).await.expect("inline job");
+        let inline = run_blocking(&InlineExecutor, || 2 + 2)
+            .await
+            .expect("inline job");
         assert_eq!(inline, 4);
-        let pooled = run_blocking(&TokioBlockingExecutor, || "done").await.expect("pooled job");
+        let pooled = run_blocking(&TokioBlockingExecutor, || "done")
+            .await
+            .expect("pooled job");
         assert_eq!(pooled, "done");
     }
 }

@@ -11,6 +11,8 @@ pub mod executor;
 pub mod rng;
 pub mod shard;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, MonoTime, SharedClock, SystemClock};
 pub use epoch::Epoch;

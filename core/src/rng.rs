@@ -31,12 +31,18 @@ impl fmt::Debug for RandomSource {
 impl RandomSource {
     /// A source seeded from the operating system's secure random generator.
     pub fn from_os() -> Self {
-        RandomSource { rng: Arc::new(Mutex::new(ChaCha20Rng::from_entropy())), seeded: None }
+        RandomSource {
+            rng: Arc::new(Mutex::new(ChaCha20Rng::from_entropy())),
+            seeded: None,
+        }
     }
 
     /// A deterministic source (tests and simulation only: its values are not secret).
     pub fn from_seed(seed: u64) -> Self {
-        RandomSource { rng: Arc::new(Mutex::new(ChaCha20Rng::seed_from_u64(seed))), seeded: Some(seed) }
+        RandomSource {
+            rng: Arc::new(Mutex::new(ChaCha20Rng::seed_from_u64(seed))),
+            seeded: Some(seed),
+        }
     }
 
     /// Whether this source was built from a fixed seed.
@@ -71,7 +77,10 @@ impl RandomSource {
     pub fn fork(&self) -> RandomSource {
         let mut seed = [0u8; 32];
         self.fill(&mut seed);
-        RandomSource { rng: Arc::new(Mutex::new(ChaCha20Rng::from_seed(seed))), seeded: self.seeded }
+        RandomSource {
+            rng: Arc::new(Mutex::new(ChaCha20Rng::from_seed(seed))),
+            seeded: self.seeded,
+        }
     }
 
     /// A lowercase hex token of `bytes` random bytes (e.g. 16 bytes = 128 bits for client ids).

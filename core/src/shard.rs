@@ -20,7 +20,9 @@ impl fmt::Display for ShardId {
 pub fn fnv1a32(bytes: &[u8]) -> u32 {
     const OFFSET: u32 = 0x811c_9dc5;
     const PRIME: u32 = 0x0100_0193;
-    bytes.iter().fold(OFFSET, |hash, b| (hash ^ u32::from(*b)).wrapping_mul(PRIME))
+    bytes
+        .iter()
+        .fold(OFFSET, |hash, b| (hash ^ u32::from(*b)).wrapping_mul(PRIME))
 }
 
 /// Where an object lives.
@@ -61,13 +63,18 @@ pub fn place(id: &str, shard_count: u32) -> Result<Placement, InvalidObjectId> {
         return Err(InvalidObjectId::Empty);
     }
     let Some((prefix, rest)) = id.split_once('/') else {
-        return Ok(Placement::Shard(ShardId(fnv1a32(id.as_bytes()) % shard_count)));
+        return Ok(Placement::Shard(ShardId(
+            fnv1a32(id.as_bytes()) % shard_count,
+        )));
     };
     if prefix.is_empty() || rest.is_empty() {
         return Err(InvalidObjectId::EmptyPart { id: id.to_owned() });
     }
     if let Some(number) = prefix.strip_prefix("shard#") {
-        let bad = || InvalidObjectId::BadShard { id: id.to_owned(), shard_count };
+        let bad = || InvalidObjectId::BadShard {
+            id: id.to_owned(),
+            shard_count,
+        };
         let shard: u32 = number.parse().map_err(|_| bad())?;
         if shard >= shard_count || number.starts_with('+') {
             return Err(bad());
@@ -100,8 +107,16 @@ mod tests {
         ];
         for (id, hash, s8192, s64) in vectors {
             assert_eq!(fnv1a32(id.as_bytes()), hash, "hash of {id}");
-            assert_eq!(place(id, 8192), Ok(Placement::Shard(ShardId(s8192))), "{id} of 8192");
-            assert_eq!(place(id, 64), Ok(Placement::Shard(ShardId(s64))), "{id} of 64");
+            assert_eq!(
+                place(id, 8192),
+                Ok(Placement::Shard(ShardId(s8192))),
+                "{id} of 8192"
+            );
+            assert_eq!(
+                place(id, 64),
+                Ok(Placement::Shard(ShardId(s64))),
+                "{id} of 64"
+            );
         }
         assert_eq!(place("shard#5/x", 8192), Ok(Placement::Shard(ShardId(5))));
         assert_eq!(place("shard#5/x", 64), Ok(Placement::Shard(ShardId(5))));
@@ -109,13 +124,31 @@ mod tests {
 
     #[test]
     fn pinned_and_invalid_forms() {
-        assert_eq!(place("node-1/chat", 8192), Ok(Placement::Node("node-1".into())));
+        assert_eq!(
+            place("node-1/chat", 8192),
+            Ok(Placement::Node("node-1".into()))
+        );
         assert_eq!(place("", 8192), Err(InvalidObjectId::Empty));
-        for bad in ["shard#x/y", "shard#8192/y", "shard#-1/y", "shard#+1/y", "shard#/y"] {
-            assert!(matches!(place(bad, 8192), Err(InvalidObjectId::BadShard { .. })), "{bad}");
+        for bad in [
+            "shard#x/y",
+            "shard#8192/y",
+            "shard#-1/y",
+            "shard#+1/y",
+            "shard#/y",
+        ] {
+            assert!(
+                matches!(place(bad, 8192), Err(InvalidObjectId::BadShard { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(place("/x", 8192), Err(InvalidObjectId::EmptyPart { .. })));
-        assert!(matches!(place("n/", 8192), Err(InvalidObjectId::EmptyPart { .. })));
+        assert!(matches!(
+            place("/x", 8192),
+            Err(InvalidObjectId::EmptyPart { .. })
+        ));
+        assert!(matches!(
+            place("n/", 8192),
+            Err(InvalidObjectId::EmptyPart { .. })
+        ));
     }
 
     proptest! {

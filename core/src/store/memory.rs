@@ -35,7 +35,12 @@ impl MemoryStore {
     /// `node_local` says whether it stands for a node-local store (true for an embedded store in
     /// one process) or a shared one (the simulation's shared store).
     pub fn new(clock: SharedClock, tombstone_retention: Duration, node_local: bool) -> Self {
-        MemoryStore { inner: Arc::default(), clock, tombstone_retention, node_local }
+        MemoryStore {
+            inner: Arc::default(),
+            clock,
+            tombstone_retention,
+            node_local,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -65,16 +70,22 @@ impl Inner {
     ) -> Result<(), StoreError> {
         let current = self.fences.get(key).copied().unwrap_or(Epoch::ZERO);
         if current != epoch {
-            return Err(StoreError::Fenced { key: key.clone(), attempted: epoch, current });
+            return Err(StoreError::Fenced {
+                key: key.clone(),
+                attempted: epoch,
+                current,
+            });
         }
-        if let Some((stored, _)) = self.objects.get(object_id) {
-            if version <= stored.version {
-                return Err(StoreError::StaleVersion {
-                    object_id: object_id.to_owned(),
-                    attempted: version,
-                    stored: stored.version,
-                });
-            }
+        let stored_version = self
+            .objects
+            .get(object_id)
+            .map(|(stored, _)| stored.version);
+        if let Some(stored) = stored_version.filter(|&stored| version <= stored) {
+            return Err(StoreError::StaleVersion {
+                object_id: object_id.to_owned(),
+                attempted: version,
+                stored,
+            });
         }
         Ok(())
     }
@@ -96,7 +107,11 @@ impl StateStore for MemoryStore {
     }
 
     async fn load(&self, object_id: &str) -> Result<Option<StoredObject>, StoreError> {
-        Ok(self.lock().objects.get(object_id).map(|(record, _)| record.clone()))
+        Ok(self
+            .lock()
+            .objects
+            .get(object_id)
+            .map(|(record, _)| record.clone()))
     }
 
     async fn save(&self, req: SaveRequest) -> Result<(), StoreError> {
@@ -116,8 +131,11 @@ impl StateStore for MemoryStore {
         let now = self.clock.now();
         let mut inner = self.lock();
         inner.check(&req.fence, req.epoch, &req.object_id, req.version)?;
-        let record =
-            StoredObject { object_type: req.object_type, version: req.version, state: None };
+        let record = StoredObject {
+            object_type: req.object_type,
+            version: req.version,
+            state: None,
+        };
         inner.objects.insert(req.object_id, (record, now));
         Ok(())
     }
@@ -135,5 +153,36 @@ impl StateStore for MemoryStore {
 
     fn is_node_local(&self) -> bool {
         self.node_local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::store::{self as suite, CONFORMANCE_TOMBSTONE_RETENTION};
+
+    async fn make(clock: SharedClock) -> MemoryStore {
+        MemoryStore::new(clock, CONFORMANCE_TOMBSTONE_RETENTION, true)
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_conformance_suite() {
+        suite::run_store_conformance(make).await;
+    }
+
+    #[test]
+    fn memory_store_matches_the_model() {
+        suite::store_model_proptest(make);
+    }
+
+    #[tokio::test]
+    async fn clones_share_data() {
+        let store = MemoryStore::new(crate::ManualClock::new().shared(), Duration::ZERO, false);
+        let clone = store.clone();
+        let key = FenceKey::Shard(crate::ShardId(1));
+        store.fence(&key, Epoch::new(1, 1)).await.unwrap();
+        assert_eq!(clone.current_fence(&key).await.unwrap(), Epoch::new(1, 1));
+        assert!(!clone.is_node_local());
+        assert!(clone.is_empty());
     }
 }
