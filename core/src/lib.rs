@@ -13,6 +13,8 @@ pub mod rng;
 pub mod shard;
 pub mod shardmap;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use clock::{Clock, ManualClock, MonoTime, SharedClock, SystemClock};
 pub use epoch::Epoch;

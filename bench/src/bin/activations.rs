@@ -118,7 +118,7 @@ async fn subject_fresh(round: usize, warmup: Duration, measure: Duration) -> any
 
 async fn subject_redb(round: usize, warmup: Duration, measure: Duration) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let store = verse_store_redb::RedbStore::open_default(dir.path().join("state.redb"))?;
+    let store = verse_store_redb::RedbStore::open(dir.path().join("state.redb"), verse_store_redb::RedbOptions::production())?;
     let node = NodeBuilder::new(NodeConfig::default())
         .store(Arc::new(store))
         .object::<Stored>()

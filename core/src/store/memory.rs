@@ -67,13 +67,12 @@ impl Inner {
         if current != epoch {
             return Err(StoreError::Fenced { key: key.clone(), attempted: epoch, current });
         }
-        if let Some((stored, _)) = self.objects.get(object_id)
-            && version <= stored.version
-        {
+        let stored_version = self.objects.get(object_id).map(|(stored, _)| stored.version);
+        if let Some(stored) = stored_version.filter(|&stored| version <= stored) {
             return Err(StoreError::StaleVersion {
                 object_id: object_id.to_owned(),
                 attempted: version,
-                stored: stored.version,
+                stored,
             });
         }
         Ok(())
@@ -135,5 +134,36 @@ impl StateStore for MemoryStore {
 
     fn is_node_local(&self) -> bool {
         self.node_local
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::store::{self as suite, CONFORMANCE_TOMBSTONE_RETENTION};
+
+    async fn make(clock: SharedClock) -> MemoryStore {
+        MemoryStore::new(clock, CONFORMANCE_TOMBSTONE_RETENTION, true)
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes_the_conformance_suite() {
+        suite::run_store_conformance(make).await;
+    }
+
+    #[test]
+    fn memory_store_matches_the_model() {
+        suite::store_model_proptest(make);
+    }
+
+    #[tokio::test]
+    async fn clones_share_data() {
+        let store = MemoryStore::new(crate::ManualClock::new().shared(), Duration::ZERO, false);
+        let clone = store.clone();
+        let key = FenceKey::Shard(crate::ShardId(1));
+        store.fence(&key, Epoch::new(1, 1)).await.unwrap();
+        assert_eq!(clone.current_fence(&key).await.unwrap(), Epoch::new(1, 1));
+        assert!(!clone.is_node_local());
+        assert!(clone.is_empty());
     }
 }

@@ -8,9 +8,7 @@
 
 mod memory;
 
-pub use memory::DEFAULT_TOMBSTONE_RETENTION;
-
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_TOMBSTONE_RETENTION, MemoryStore};
 
 use std::fmt;
 
@@ -155,6 +153,9 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Saves state, conditional on the fence of `req.fence` being exactly `req.epoch` and
     /// `req.version` being above the stored version (tombstones included).
+    ///
+    /// The fence is checked first: a write that breaks both conditions fails with
+    /// [`StoreError::Fenced`]. A refused write changes nothing (not even a tombstone's age).
     async fn save(&self, req: SaveRequest) -> Result<(), StoreError>;
 
     /// Deletes an object by writing a tombstone, under the same conditions as `save`. Deleting an
