@@ -38,3 +38,13 @@ pub use object::{
 };
 pub use reference::{ObjectRef, RawRef};
 pub use runtime::{BuildError, Client, Node, NodeBuilder, NodeConfig, TimerHandle};
+
+/// Paths named by code the `#[verse::object]` macro generates (the facade re-exports this
+/// module; `crate = ::verse_core` points the macro here). Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use prost;
+
+    pub use crate::object::{HookFuture, TurnFuture, method_error};
+    pub use crate::{CallContext, CallError, MethodInfo, Object, Payload, RawRef};
+}

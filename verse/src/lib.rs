@@ -47,8 +47,4 @@ pub mod prelude {
 
 /// Paths used by code the `#[verse::object]` macro generates. Not a public API.
 #[doc(hidden)]
-pub mod __private {
-    pub use prost;
-    pub use verse_core::object::{HookFuture, TurnFuture, method_error};
-    pub use verse_core::{CallContext, CallError, MethodInfo, Object, Payload, RawRef};
-}
+pub use verse_core::__private;
