@@ -23,14 +23,9 @@ impl prost::Name for Blob {
 
 impl Blob {
     /// A 64-byte blob.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Blob { data: vec![7u8; 64] }
-    }
-}
-
-impl Default for Blob {
-    fn default() -> Self {
-        Blob { data: Vec::new() }
     }
 }
 
@@ -57,7 +52,12 @@ const STOPPED: u8 = 2;
 /// Runs `concurrency` callers, each repeating `op(caller_index)` back to back, for `warmup`
 /// then `measure`; counts operations completed during `measure`. Baselines and subjects go
 /// through this same loop.
-pub async fn drive<F, Fut>(concurrency: usize, warmup: Duration, measure: Duration, op: F) -> Throughput
+pub async fn drive<F, Fut>(
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+    op: F,
+) -> Throughput
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,

@@ -64,13 +64,21 @@ impl Counter {
 
     /// Reads the value.
     #[idempotent]
-    async fn get(&mut self, _ctx: &CallContext, _req: GetRequest) -> Result<CounterResponse, MethodError> {
+    async fn get(
+        &mut self,
+        _ctx: &CallContext,
+        _req: GetRequest,
+    ) -> Result<CounterResponse, MethodError> {
         Ok(self.response())
     }
 
     /// Sets the value back to 0.
     #[idempotent]
-    async fn reset(&mut self, _ctx: &CallContext, _req: ResetRequest) -> Result<CounterResponse, MethodError> {
+    async fn reset(
+        &mut self,
+        _ctx: &CallContext,
+        _req: ResetRequest,
+    ) -> Result<CounterResponse, MethodError> {
         self.value = 0;
         Ok(self.response())
     }

@@ -25,10 +25,7 @@ impl ObjectArgs {
             if meta.path.is_ident("name") {
                 let name: LitStr = meta.value()?.parse()?;
                 if name.value().is_empty() {
-                    return Err(syn::Error::new_spanned(
-                        &name,
-                        "the type name cannot be empty",
-                    ));
+                    return Err(syn::Error::new_spanned(&name, "the type name cannot be empty"));
                 }
                 set_once(&mut type_name, name, &meta)
             } else if meta.path.is_ident("crate") {

@@ -17,9 +17,7 @@ pub(crate) struct Paths {
 
 impl Paths {
     pub(crate) fn new(krate: &Path) -> Self {
-        Paths {
-            private: quote!(#krate::__private),
-        }
+        Paths { private: quote!(#krate::__private) }
     }
 
     pub(crate) fn item(&self, name: &str) -> TokenStream {
@@ -32,10 +30,7 @@ impl Paths {
 /// The object type name: the `name = "…"` argument or the struct's name.
 pub(crate) fn type_name(args: &ObjectArgs, model: &ObjectModel) -> LitStr {
     args.type_name.clone().unwrap_or_else(|| {
-        LitStr::new(
-            &model.struct_ident.unraw().to_string(),
-            model.struct_ident.span(),
-        )
+        LitStr::new(&model.struct_ident.unraw().to_string(), model.struct_ident.span())
     })
 }
 
@@ -56,13 +51,7 @@ pub(crate) fn object_impl(
     let type_name = type_name(args, model);
 
     let infos = model.methods.iter().map(|method| {
-        let Method {
-            wire_name,
-            request,
-            response,
-            idempotent,
-            ..
-        } = method;
+        let Method { wire_name, request, response, idempotent, .. } = method;
         quote! {
             #method_info {
                 name: #wire_name,
@@ -86,10 +75,7 @@ pub(crate) fn object_impl(
     };
     let dispatch = dispatch(&paths, model, &type_name);
     let hooks = hooks(&paths, model);
-    let send_checks = model
-        .methods
-        .iter()
-        .map(|method| send_check(&paths, model, method));
+    let send_checks = model.methods.iter().map(|method| send_check(&paths, model, method));
 
     quote! {
         impl #object for #self_ty {
@@ -142,11 +128,7 @@ fn dispatch(paths: &Paths, model: &ObjectModel, type_name: &LitStr) -> TokenStre
     }
     let arms = model.methods.iter().enumerate().map(|(index, method)| {
         let index = Literal::usize_suffixed(index);
-        let Method {
-            ident,
-            request: request_ty,
-            ..
-        } = method;
+        let Method { ident, request: request_ty, .. } = method;
         // Spanned at the user's method: a non-`Send` future is reported there (as well as by
         // the method's `Send` check).
         quote_spanned! {ident.span()=>

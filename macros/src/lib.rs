@@ -128,11 +128,7 @@ mod tests {
         assert!(!output.contains(":: verse"), "{output}");
         let uses = output.matches(":: my_facade ::").count();
         assert!(uses > 10, "{output}");
-        assert_eq!(
-            output.matches(":: my_facade :: __private ::").count(),
-            uses,
-            "{output}"
-        );
+        assert_eq!(output.matches(":: my_facade :: __private ::").count(), uses, "{output}");
     }
 
     #[test]
@@ -161,9 +157,6 @@ mod tests {
         assert!(output.contains("compile_error"), "{output}");
         assert!(output.contains("async fn read"), "{output}");
         assert!(!output.contains("# [idempotent]"), "{output}");
-        assert!(
-            !output.contains("impl :: verse :: __private :: Object"),
-            "{output}"
-        );
+        assert!(!output.contains("impl :: verse :: __private :: Object"), "{output}");
     }
 }

@@ -99,17 +99,11 @@ impl Marker {
     ];
 
     fn name(self) -> &'static str {
-        Marker::ALL
-            .iter()
-            .find(|(m, _)| *m == self)
-            .map_or("", |(_, name)| name)
+        Marker::ALL.iter().find(|(m, _)| *m == self).map_or("", |(_, name)| name)
     }
 
     fn of(attr: &Attribute) -> Option<Marker> {
-        Marker::ALL
-            .iter()
-            .find(|(_, name)| attr.path().is_ident(name))
-            .map(|(m, _)| *m)
+        Marker::ALL.iter().find(|(_, name)| attr.path().is_ident(name)).map(|(m, _)| *m)
     }
 }
 
@@ -155,9 +149,7 @@ impl ObjectModel {
             hooks,
         });
         // `struct_ident` is `None` only when an error was pushed, so `finish` fails first.
-        errors
-            .finish(model)?
-            .ok_or_else(|| syn::Error::new(Span::call_site(), "invalid type"))
+        errors.finish(model)?.ok_or_else(|| syn::Error::new(Span::call_site(), "invalid type"))
     }
 }
 
@@ -165,10 +157,7 @@ fn check_block(item: &ItemImpl, errors: &mut Errors) {
     if let Some((bang, path, for_token)) = &item.trait_ {
         let message = "`#[verse::object]` goes on an inherent impl block (`impl Type { … }`), \
                        not on a trait impl";
-        errors.push(syn::Error::new_spanned(
-            quote::quote!(#bang #path #for_token),
-            message,
-        ));
+        errors.push(syn::Error::new_spanned(quote::quote!(#bang #path #for_token), message));
     }
     if !item.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
@@ -191,10 +180,7 @@ fn struct_ident(self_ty: &Type) -> syn::Result<Ident> {
     {
         return Ok(last.ident.clone());
     }
-    Err(syn::Error::new_spanned(
-        self_ty,
-        "expected the object's struct type, e.g. `impl Counter`",
-    ))
+    Err(syn::Error::new_spanned(self_ty, "expected the object's struct type, e.g. `impl Counter`"))
 }
 
 /// Removes the macro's marker attributes from `function`, returning what they said.
@@ -253,10 +239,7 @@ fn read_fn(
 ) {
     let sig = &function.sig;
     if let Some((marker, attr)) = markers.hook {
-        for extra in [markers.method_attr, markers.idempotent]
-            .into_iter()
-            .flatten()
-        {
+        for extra in [markers.method_attr, markers.idempotent].into_iter().flatten() {
             errors.push(syn::Error::new_spanned(
                 extra,
                 format!("`#[{}]` marks a hook, which is not a method", marker.name()),
@@ -268,10 +251,7 @@ fn read_fn(
             methods.push(method);
         }
     } else if let Some(attr) = markers.method_attr.or(markers.idempotent) {
-        errors.push(syn::Error::new_spanned(
-            attr,
-            format!("{METHOD_SHAPE}; this fn is not async"),
-        ));
+        errors.push(syn::Error::new_spanned(attr, format!("{METHOD_SHAPE}; this fn is not async")));
     }
 }
 
@@ -295,10 +275,8 @@ fn read_method(function: &ImplItemFn, markers: FnMarkers, errors: &mut Errors) -
                 ));
             }
             for arg in extra {
-                errors.push(syn::Error::new_spanned(
-                    arg,
-                    format!("extra parameter: {METHOD_SHAPE}"),
-                ));
+                errors
+                    .push(syn::Error::new_spanned(arg, format!("extra parameter: {METHOD_SHAPE}")));
             }
             check_no_self(&req.ty, errors);
             request = Some((*req.ty).clone());
@@ -317,17 +295,9 @@ fn read_method(function: &ImplItemFn, markers: FnMarkers, errors: &mut Errors) -
     let ident = sig.ident.clone();
     let (wire_name, wire_span) = match markers.wire_name {
         Some(name) => (name.value(), name.span()),
-        None => (
-            ident.unraw().to_string().to_upper_camel_case(),
-            ident.span(),
-        ),
+        None => (ident.unraw().to_string().to_upper_camel_case(), ident.span()),
     };
-    let docs = function
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("doc"))
-        .cloned()
-        .collect();
+    let docs = function.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect();
     // A method with errors is still returned when its types are known, so that duplicate wire
     // names are reported in the same pass.
     Some(Method {
@@ -398,10 +368,7 @@ fn read_hook(
             return;
         }
         Marker::Restore => {
-            let shape = format!(
-                "{what} are `fn {}(&mut self, state: StateMessage)`",
-                sig.ident
-            );
+            let shape = format!("{what} are `fn {}(&mut self, state: StateMessage)`", sig.ident);
             check_sync(sig, &shape, errors);
             check_receiver(sig, Receiver::Mutable, &what, errors);
             if args.len() != 1 {
@@ -431,10 +398,7 @@ fn read_hook(
 fn duplicate_hook(marker: Marker, attr: &Attribute) -> syn::Error {
     syn::Error::new_spanned(
         attr,
-        format!(
-            "a second `#[{}]` hook; a type has at most one",
-            marker.name()
-        ),
+        format!("a second `#[{}]` hook; a type has at most one", marker.name()),
     )
 }
 
@@ -471,10 +435,8 @@ fn check_wire_names(methods: &[Method], errors: &mut Errors) {
 /// The typed reference gets `id`, `raw`, and per method `name` and `send_name`: these must not
 /// collide.
 fn check_reference_names(struct_ident: &Ident, methods: &[Method], errors: &mut Errors) {
-    let mut taken: HashMap<String, String> = ["id", "raw"]
-        .into_iter()
-        .map(|n| (n.to_owned(), "the accessor".to_owned()))
-        .collect();
+    let mut taken: HashMap<String, String> =
+        ["id", "raw"].into_iter().map(|n| (n.to_owned(), "the accessor".to_owned())).collect();
     for method in methods {
         let name = method.ident.unraw().to_string();
         for generated in [name.clone(), format!("send_{name}")] {

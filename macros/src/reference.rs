@@ -30,11 +30,7 @@ pub(crate) fn typed_ref(args: &ObjectArgs, model: &ObjectModel, ref_ident: &Iden
          returns the response and a `send_` form that sends one way.",
         type_name.value()
     ));
-    let methods = model
-        .methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ref_methods(&paths, i, m));
+    let methods = model.methods.iter().enumerate().map(|(i, m)| ref_methods(&paths, i, m));
 
     quote! {
         #struct_doc
@@ -67,15 +63,7 @@ pub(crate) fn typed_ref(args: &ObjectArgs, model: &ObjectModel, ref_ident: &Iden
 
 fn ref_methods(paths: &Paths, index: usize, method: &Method) -> TokenStream {
     let call_error = paths.item("CallError");
-    let Method {
-        ident,
-        wire_name,
-        request,
-        response,
-        docs,
-        idempotent,
-        ..
-    } = method;
+    let Method { ident, wire_name, request, response, docs, idempotent, .. } = method;
     let send_ident = format_ident!("send_{}", ident.unraw(), span = ident.span());
     let index = Literal::usize_suffixed(index);
     let idempotent_note = if *idempotent {
@@ -83,9 +71,7 @@ fn ref_methods(paths: &Paths, index: usize, method: &Method) -> TokenStream {
     } else {
         ""
     };
-    let call_doc = doc(format!(
-        "Calls `{wire_name}` and waits for its response.{idempotent_note}"
-    ));
+    let call_doc = doc(format!("Calls `{wire_name}` and waits for its response.{idempotent_note}"));
     let user_docs = if docs.is_empty() {
         quote!()
     } else {

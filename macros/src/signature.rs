@@ -9,28 +9,16 @@ use crate::model::Errors;
 /// Rejects generic, `unsafe`, `const` and foreign-ABI fns, which generated code cannot call.
 pub(crate) fn check_plain(sig: &Signature, what: &str, errors: &mut Errors) {
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(syn::Error::new_spanned(
-            &sig.generics,
-            format!("{what} cannot be generic"),
-        ));
+        errors.push(syn::Error::new_spanned(&sig.generics, format!("{what} cannot be generic")));
     }
     if let Some(token) = &sig.unsafety {
-        errors.push(syn::Error::new_spanned(
-            token,
-            format!("{what} cannot be `unsafe`"),
-        ));
+        errors.push(syn::Error::new_spanned(token, format!("{what} cannot be `unsafe`")));
     }
     if let Some(token) = &sig.constness {
-        errors.push(syn::Error::new_spanned(
-            token,
-            format!("{what} cannot be `const`"),
-        ));
+        errors.push(syn::Error::new_spanned(token, format!("{what} cannot be `const`")));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new_spanned(
-            abi,
-            format!("{what} cannot have an ABI"),
-        ));
+        errors.push(syn::Error::new_spanned(abi, format!("{what} cannot have an ABI")));
     }
 }
 
@@ -70,10 +58,7 @@ pub(crate) fn check_receiver(sig: &Signature, expected: Receiver, what: &str, er
             Receiver::Mutable => ": a turn has exclusive access to the object",
             Receiver::Shared => "",
         };
-        errors.push(syn::Error::new_spanned(
-            receiver,
-            format!("{what} take `{wanted}`{why}"),
-        ));
+        errors.push(syn::Error::new_spanned(receiver, format!("{what} take `{wanted}`{why}")));
     }
 }
 
@@ -120,11 +105,7 @@ pub(crate) fn typed_args(sig: &Signature) -> Vec<&PatType> {
 /// The parameter list for error spans (the fn name when the list is empty).
 pub(crate) fn args_span(sig: &Signature) -> proc_macro2::TokenStream {
     let inputs = &sig.inputs;
-    if inputs.is_empty() {
-        quote::quote!(#sig)
-    } else {
-        quote::quote!(#inputs)
-    }
+    if inputs.is_empty() { quote::quote!(#sig) } else { quote::quote!(#inputs) }
 }
 
 pub(crate) fn return_span(sig: &Signature) -> proc_macro2::TokenStream {

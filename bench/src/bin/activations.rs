@@ -118,7 +118,10 @@ async fn subject_fresh(round: usize, warmup: Duration, measure: Duration) -> any
 
 async fn subject_redb(round: usize, warmup: Duration, measure: Duration) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let store = verse_store_redb::RedbStore::open(dir.path().join("state.redb"), verse_store_redb::RedbOptions::production())?;
+    let store = verse_store_redb::RedbStore::open(
+        dir.path().join("state.redb"),
+        verse_store_redb::RedbOptions::production(),
+    )?;
     let node = NodeBuilder::new(NodeConfig::default())
         .store(Arc::new(store))
         .object::<Stored>()
@@ -140,7 +143,8 @@ async fn subject_redb(round: usize, warmup: Duration, measure: Duration) -> anyh
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         install_metrics();
         let warmup = Duration::from_millis(200);

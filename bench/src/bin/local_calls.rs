@@ -51,7 +51,8 @@ fn spawn_server() -> mpsc::Sender<Request> {
 }
 
 async fn baseline(callers: usize, servers: usize, warmup: Duration, measure: Duration) -> f64 {
-    let senders: Arc<Vec<mpsc::Sender<Request>>> = Arc::new((0..servers).map(|_| spawn_server()).collect());
+    let senders: Arc<Vec<mpsc::Sender<Request>>> =
+        Arc::new((0..servers).map(|_| spawn_server()).collect());
     drive(callers, warmup, measure, move |caller| {
         let tx = senders[caller % senders.len()].clone();
         async move {
@@ -65,7 +66,14 @@ async fn baseline(callers: usize, servers: usize, warmup: Duration, measure: Dur
     .per_second()
 }
 
-async fn subject(node: &Node, callers: usize, objects: usize, round: usize, warmup: Duration, measure: Duration) -> f64 {
+async fn subject(
+    node: &Node,
+    callers: usize,
+    objects: usize,
+    round: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> f64 {
     let client = node.client();
     let refs: Arc<Vec<EchoRef>> =
         Arc::new((0..objects).map(|i| client.get::<Echo>(format!("echo-{round}-{i}"))).collect());
@@ -82,7 +90,8 @@ async fn subject(node: &Node, callers: usize, objects: usize, round: usize, warm
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async move {
         install_metrics();
         let node = NodeBuilder::new(NodeConfig::default()).object::<Echo>().start()?;
@@ -102,7 +111,12 @@ fn main() -> anyhow::Result<()> {
                     ("a", 1) | ("b", _) => 0.5,
                     _ => 0.4,
                 };
-                rows.push(Row::new(&format!("P1{shape}"), &format!("{label}, N={n}"), &pairs, Some(target)));
+                rows.push(Row::new(
+                    &format!("P1{shape}"),
+                    &format!("{label}, N={n}"),
+                    &pairs,
+                    Some(target),
+                ));
             }
         }
         node.shutdown().await;

@@ -74,9 +74,7 @@ impl Counter {
     }
 
     async fn was_activated(&mut self, _ctx: &CallContext, _: Empty) -> Result<Flag, CallError> {
-        Ok(Flag {
-            set: self.activated,
-        })
+        Ok(Flag { set: self.activated })
     }
 
     #[on_activate]
@@ -114,9 +112,7 @@ impl Greeter {
     }
 
     async fn hello(&mut self, _ctx: &CallContext, request: Text) -> Result<Text, MethodError> {
-        Ok(Text {
-            text: format!("hello {} from {}", request.text, self.id),
-        })
+        Ok(Text { text: format!("hello {} from {}", request.text, self.id) })
     }
 }
 
@@ -127,9 +123,7 @@ struct Relay;
 #[verse::object]
 impl Relay {
     async fn forward(&mut self, ctx: &CallContext, request: Amount) -> Result<Amount, CallError> {
-        ctx.get::<Counter>(format!("{}-counter", ctx.id()))
-            .add(request)
-            .await
+        ctx.get::<Counter>(format!("{}-counter", ctx.id())).add(request).await
     }
 }
 
@@ -172,10 +166,7 @@ fn names(methods: &[MethodInfo]) -> Vec<&str> {
 #[test]
 fn method_table_has_wire_names_types_and_idempotency() {
     let methods = Counter::methods();
-    assert_eq!(
-        names(methods),
-        ["Add", "GetTotal", "Explode", "WasActivated"]
-    );
+    assert_eq!(names(methods), ["Add", "GetTotal", "Explode", "WasActivated"]);
     assert_eq!(methods[0].request_type, "test.Amount");
     assert_eq!(methods[0].response_type, "test.Amount");
     assert_eq!(methods[1].request_type, "test.Empty");
@@ -187,14 +178,7 @@ fn method_table_has_wire_names_types_and_idempotency() {
     assert_eq!(Greeter::TYPE_NAME, "Greeting");
     const { assert!(!Greeter::HAS_STATE) };
     assert_eq!(names(Greeter::methods()), ["Hello"]);
-    assert_eq!(
-        Counter {
-            total: 4,
-            ..Counter::default()
-        }
-        .doubled(),
-        8
-    );
+    assert_eq!(Counter { total: 4, ..Counter::default() }.doubled(), 8);
 }
 
 #[tokio::test]
@@ -205,23 +189,11 @@ async fn typed_calls_run_methods_and_hooks() {
     assert_eq!(counter.id(), "counter-1");
     assert_eq!(counter.raw().object_type(), "Counter");
 
-    let first = counter
-        .was_activated(Empty {})
-        .await
-        .expect("call succeeds");
+    let first = counter.was_activated(Empty {}).await.expect("call succeeds");
     assert!(first.set, "on_activate ran before the first call");
-    assert_eq!(
-        counter.add(Amount { value: 2 }).await.expect("add"),
-        Amount { value: 2 }
-    );
-    assert_eq!(
-        counter.add(Amount { value: 3 }).await.expect("add"),
-        Amount { value: 5 }
-    );
-    assert_eq!(
-        counter.get_total(Empty {}).await.expect("get"),
-        Amount { value: 5 }
-    );
+    assert_eq!(counter.add(Amount { value: 2 }).await.expect("add"), Amount { value: 2 });
+    assert_eq!(counter.add(Amount { value: 3 }).await.expect("add"), Amount { value: 5 });
+    assert_eq!(counter.get_total(Empty {}).await.expect("get"), Amount { value: 5 });
     node.shutdown().await;
 }
 
@@ -230,13 +202,7 @@ async fn method_errors_cross_as_call_errors() {
     let node = start(None);
     let counter = node.client().get::<Counter>("counter-errors");
     let error = counter.fail(Empty {}).await.expect_err("the method fails");
-    assert_eq!(
-        error,
-        CallError::Method {
-            code: 7,
-            message: "boom".into()
-        }
-    );
+    assert_eq!(error, CallError::Method { code: 7, message: "boom".into() });
     node.shutdown().await;
 }
 
@@ -245,10 +211,7 @@ async fn init_constructor_sees_the_id() {
     let node = start(None);
     let greeter = node.client().get::<Greeter>("greeter-7");
     assert_eq!(greeter.raw().object_type(), "Greeting");
-    let reply = greeter
-        .hello(Text { text: "ann".into() })
-        .await
-        .expect("hello");
+    let reply = greeter.hello(Text { text: "ann".into() }).await.expect("hello");
     assert_eq!(reply.text, "hello ann from greeter-7");
     node.shutdown().await;
 }
@@ -258,19 +221,10 @@ async fn nested_calls_go_through_the_context() {
     let node = start(None);
     let client = node.client();
     let relay = client.get::<Relay>("relay-1");
-    assert_eq!(
-        relay.forward(Amount { value: 4 }).await.expect("forward"),
-        Amount { value: 4 }
-    );
-    assert_eq!(
-        relay.forward(Amount { value: 1 }).await.expect("forward"),
-        Amount { value: 5 }
-    );
+    assert_eq!(relay.forward(Amount { value: 4 }).await.expect("forward"), Amount { value: 4 });
+    assert_eq!(relay.forward(Amount { value: 1 }).await.expect("forward"), Amount { value: 5 });
     let counter = client.get::<Counter>("relay-1-counter");
-    assert_eq!(
-        counter.get_total(Empty {}).await.expect("get"),
-        Amount { value: 5 }
-    );
+    assert_eq!(counter.get_total(Empty {}).await.expect("get"), Amount { value: 5 });
     node.shutdown().await;
 }
 
@@ -278,16 +232,10 @@ async fn nested_calls_go_through_the_context() {
 async fn one_way_sends_run_in_mailbox_order() {
     let node = start(None);
     let counter = node.client().get::<Counter>("counter-send");
-    counter
-        .send_add(Amount { value: 10 })
-        .await
-        .expect("queued");
+    counter.send_add(Amount { value: 10 }).await.expect("queued");
     counter.send_add(Amount { value: 1 }).await.expect("queued");
     // The mailbox is FIFO: this call runs after both sends.
-    assert_eq!(
-        counter.get_total(Empty {}).await.expect("get"),
-        Amount { value: 11 }
-    );
+    assert_eq!(counter.get_total(Empty {}).await.expect("get"), Amount { value: 11 });
     node.shutdown().await;
 }
 
@@ -296,45 +244,22 @@ async fn dynamic_calls_use_wire_names_and_encoded_messages() {
     let node = start(None);
     let client = node.client();
     let request = EncodedMessage::pack(&Amount { value: 3 });
-    let response = client
-        .call_encoded("Counter", "counter-dyn", "Add", request)
-        .await;
+    let response = client.call_encoded("Counter", "counter-dyn", "Add", request).await;
     let response = response.expect("dynamic call succeeds");
     assert_eq!(response.full_name(), "test.Amount");
-    assert_eq!(
-        response.unpack::<Amount>().expect("unpacks"),
-        Amount { value: 3 }
-    );
+    assert_eq!(response.unpack::<Amount>().expect("unpacks"), Amount { value: 3 });
 
     let request = EncodedMessage::pack(&Empty {});
-    let error = client
-        .call_encoded("Counter", "counter-dyn", "Explode", request)
-        .await;
-    assert_eq!(
-        error,
-        Err(CallError::Method {
-            code: 7,
-            message: "boom".into()
-        })
-    );
+    let error = client.call_encoded("Counter", "counter-dyn", "Explode", request).await;
+    assert_eq!(error, Err(CallError::Method { code: 7, message: "boom".into() }));
 
     let request = EncodedMessage::pack(&Empty {});
-    let error = client
-        .call_encoded("Counter", "counter-dyn", "add", request)
-        .await;
-    assert!(
-        matches!(error, Err(CallError::UnknownMethod { .. })),
-        "{error:?}"
-    );
+    let error = client.call_encoded("Counter", "counter-dyn", "add", request).await;
+    assert!(matches!(error, Err(CallError::UnknownMethod { .. })), "{error:?}");
 
     let wrong_type = EncodedMessage::pack(&Text { text: "x".into() });
-    let error = client
-        .call_encoded("Counter", "counter-dyn", "Add", wrong_type)
-        .await;
-    assert!(
-        matches!(error, Err(CallError::InvalidArgument { .. })),
-        "{error:?}"
-    );
+    let error = client.call_encoded("Counter", "counter-dyn", "Add", wrong_type).await;
+    assert!(matches!(error, Err(CallError::InvalidArgument { .. })), "{error:?}");
     node.shutdown().await;
 }
 
@@ -349,10 +274,7 @@ async fn state_is_restored_on_the_next_activation() {
 
     let node = start(Some(store));
     let counter = node.client().get::<Counter>("counter-persist");
-    assert_eq!(
-        counter.get_total(Empty {}).await.expect("get"),
-        Amount { value: 41 }
-    );
+    assert_eq!(counter.get_total(Empty {}).await.expect("get"), Amount { value: 41 });
     node.shutdown().await;
 }
 
