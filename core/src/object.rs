@@ -145,11 +145,21 @@ impl EncodedMessage {
     }
 }
 
+/// Whether `full_name` is `M`'s full protobuf name (compared without allocating).
+fn is_named<M: prost::Name>(full_name: &str) -> bool {
+    if M::PACKAGE.is_empty() {
+        return full_name == M::NAME;
+    }
+    full_name
+        .strip_prefix(M::PACKAGE)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .is_some_and(|name| name == M::NAME)
+}
+
 fn check_type_name<M: prost::Name>(got: &str) -> Result<(), CallError> {
-    let expected = M::full_name();
-    if got != expected {
+    if !is_named::<M>(got) {
         return Err(CallError::InvalidArgument {
-            message: format!("expected message {expected}, got {got:?}"),
+            message: format!("expected message {}, got {got:?}", M::full_name()),
         });
     }
     Ok(())
@@ -159,8 +169,9 @@ fn check_type_name<M: prost::Name>(got: &str) -> Result<(), CallError> {
 pub enum Payload {
     /// A message moved as is.
     Typed(Box<dyn DynMessage>),
-    /// An encoded message with its type URL.
-    Encoded(EncodedMessage),
+    /// An encoded message with its type URL (boxed, so a payload is two words: mailboxes stay
+    /// small).
+    Encoded(Box<EncodedMessage>),
 }
 
 impl fmt::Debug for Payload {
@@ -178,6 +189,11 @@ impl Payload {
         Payload::Typed(Box::new(message))
     }
 
+    /// Wraps an encoded message.
+    pub fn encoded(message: EncodedMessage) -> Self {
+        Payload::Encoded(Box::new(message))
+    }
+
     /// Takes the message as `M`: downcast when typed (no decode), decoded once when encoded.
     pub fn into_message<M>(self) -> Result<M, CallError>
     where
@@ -185,12 +201,14 @@ impl Payload {
     {
         match self {
             Payload::Typed(boxed) => {
-                let name = boxed.full_name();
-                boxed.into_any().downcast::<M>().map(|b| *b).map_err(|_| {
-                    CallError::InvalidArgument {
-                        message: format!("expected message {}, got {name}", M::full_name()),
-                    }
-                })
+                let any: &dyn Any = &*boxed;
+                if !any.is::<M>() {
+                    let message =
+                        format!("expected message {}, got {}", M::full_name(), boxed.full_name());
+                    return Err(CallError::InvalidArgument { message });
+                }
+                let any = boxed.into_any();
+                Ok(*any.downcast::<M>().expect("type checked just above"))
             }
             Payload::Encoded(encoded) => encoded.unpack::<M>(),
         }
@@ -203,7 +221,7 @@ impl Payload {
                 type_url: format!("{TYPE_URL_PREFIX}{}", m.full_name()),
                 value: m.encode_bytes(),
             },
-            Payload::Encoded(e) => e,
+            Payload::Encoded(e) => *e,
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::clock::MonoTime;
 use crate::context::{CallChain, CallContext, CallerIdentity};
 use crate::error::CallError;
 use crate::object::{EncodedMessage, Object, Payload};
-use crate::runtime::{CallRequest, MethodTarget, NodeShared, TypeTarget};
+use crate::runtime::{ActivationCache, CallRequest, MethodTarget, NodeShared, TypeTarget};
 
 /// Who a reference calls on behalf of: the node to route through, the awaited chain, the
 /// deadline and the caller identity.
@@ -30,6 +30,7 @@ pub struct RawRef {
     caller: Caller,
     target: TypeTarget,
     id: Arc<str>,
+    cache: ActivationCache,
 }
 
 impl fmt::Debug for RawRef {
@@ -41,11 +42,11 @@ impl fmt::Debug for RawRef {
 impl RawRef {
     pub(crate) fn new(caller: Caller, object_type: &str, id: String) -> Self {
         let target = caller.node.type_target(object_type);
-        RawRef { caller, target, id: Arc::from(id) }
+        RawRef { caller, target, id: Arc::from(id), cache: ActivationCache::default() }
     }
 
     pub(crate) fn with_target(caller: Caller, target: TypeTarget, id: String) -> Self {
-        RawRef { caller, target, id: Arc::from(id) }
+        RawRef { caller, target, id: Arc::from(id), cache: ActivationCache::default() }
     }
 
     /// The object id.
@@ -58,10 +59,11 @@ impl RawRef {
         self.target.name()
     }
 
-    fn request(&self, method: MethodTarget, payload: Payload, one_way: bool) -> CallRequest {
+    fn request(&self, method: MethodTarget, payload: Payload, one_way: bool) -> CallRequest<'_> {
         CallRequest {
-            target: self.target.clone(),
-            id: self.id.clone(),
+            cache: Some(&self.cache),
+            target: &self.target,
+            id: &self.id,
             method,
             payload,
             deadline: self.caller.deadline,
@@ -133,7 +135,7 @@ impl RawRef {
         request: EncodedMessage,
     ) -> Result<EncodedMessage, CallError> {
         let method = MethodTarget::Name(Arc::from(method));
-        let req = self.request(method, Payload::Encoded(request), false);
+        let req = self.request(method, Payload::encoded(request), false);
         Ok(self.caller.node.call(req).await?.into_encoded())
     }
 }

@@ -35,6 +35,12 @@ struct Args {
     /// Write the rows as JSON here.
     #[arg(long)]
     json: Option<String>,
+    /// Only these cases, e.g. `b16` (for profiling); default all.
+    #[arg(long)]
+    only: Option<String>,
+    /// Skip baselines (for profiling the subject alone; ratios become meaningless).
+    #[arg(long)]
+    skip_baseline: bool,
 }
 
 type Request = (Blob, oneshot::Sender<Blob>);
@@ -54,9 +60,10 @@ async fn baseline(callers: usize, servers: usize, warmup: Duration, measure: Dur
     let senders: Arc<Vec<mpsc::Sender<Request>>> =
         Arc::new((0..servers).map(|_| spawn_server()).collect());
     drive(callers, warmup, measure, move |caller| {
-        let tx = senders[caller % senders.len()].clone();
+        let senders = senders.clone();
         async move {
             let (reply_tx, reply_rx) = oneshot::channel();
+            let tx = &senders[caller % senders.len()];
             tx.send((Blob::new(), reply_tx)).await.expect("server alive");
             let reply = reply_rx.await.expect("reply");
             assert_eq!(reply.data.len(), 64);
@@ -78,8 +85,9 @@ async fn subject(
     let refs: Arc<Vec<EchoRef>> =
         Arc::new((0..objects).map(|i| client.get::<Echo>(format!("echo-{round}-{i}"))).collect());
     drive(callers, warmup, measure, move |caller| {
-        let echo = refs[caller % refs.len()].clone();
+        let refs = refs.clone();
         async move {
+            let echo = &refs[caller % refs.len()];
             let reply = echo.echo(Blob::new()).await.expect("echo call");
             assert_eq!(reply.data.len(), 64);
         }
@@ -100,10 +108,17 @@ fn main() -> anyhow::Result<()> {
         let mut rows = Vec::new();
         for (shape, label) in [("a", "N callers -> 1 object"), ("b", "N callers -> N objects")] {
             for n in [1usize, 16, 256] {
+                if args.only.as_ref().is_some_and(|only| *only != format!("{shape}{n}")) {
+                    continue;
+                }
                 let targets = if shape == "a" { 1 } else { n };
                 let mut pairs = Vec::new();
                 for round in 0..args.pairs {
-                    let b = baseline(n, targets, warmup, measure).await;
+                    let b = if args.skip_baseline {
+                        1.0
+                    } else {
+                        baseline(n, targets, warmup, measure).await
+                    };
                     let s = subject(&node, n, targets, round, warmup, measure).await;
                     pairs.push((b, s));
                 }

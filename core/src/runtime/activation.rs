@@ -58,6 +58,8 @@ pub(crate) enum Work {
     Create(oneshot::Sender<Result<(), CallError>>),
     /// `delete`: deactivates, writes a tombstone, answers.
     Delete(oneshot::Sender<Result<(), CallError>>),
+    /// Placeholder left behind once work has been handed over (never queued).
+    Nothing,
     /// A timer tick.
     Tick {
         /// The timer's method.
@@ -86,7 +88,7 @@ impl Work {
             Work::Create(reply) | Work::Delete(reply) => {
                 let _ = reply.send(Err(error));
             }
-            Work::Tick { .. } => {}
+            Work::Tick { .. } | Work::Nothing => {}
         }
     }
 
@@ -101,7 +103,7 @@ impl Work {
             Work::Create(reply) | Work::Delete(reply) => {
                 let _ = reply.send(Err(error));
             }
-            Work::Tick { .. } => {}
+            Work::Tick { .. } | Work::Nothing => {}
         }
     }
 }
@@ -131,7 +133,7 @@ struct Running {
 }
 
 struct Mailbox {
-    queue: VecDeque<Work>,
+    queue: Queue,
     phase: Phase,
     running: Option<Running>,
     last_activity: MonoTime,
@@ -140,6 +142,65 @@ struct Mailbox {
     next_save: MonoTime,
     deactivate: Option<DeactivateReason>,
     save_due: bool,
+}
+
+/// The mailbox FIFO: one inline slot, so the usual single queued call allocates nothing, and
+/// an overflow queue whose capacity is released as soon as it drains (an idle activation holds
+/// no queue memory).
+#[derive(Default)]
+struct Queue {
+    /// The oldest item, when the overflow is empty or holds only newer items.
+    head: Option<Work>,
+    overflow: VecDeque<Work>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.overflow.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.head.is_none() && self.overflow.is_empty()
+    }
+
+    fn push_back(&mut self, work: Work) {
+        if self.is_empty() {
+            self.head = Some(work);
+        } else {
+            self.overflow.push_back(work);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Work> {
+        let work = self.head.take().or_else(|| self.overflow.pop_front());
+        if self.overflow.is_empty() && self.overflow.capacity() > 0 {
+            self.overflow = VecDeque::new();
+        }
+        work
+    }
+
+    fn front(&self) -> Option<&Work> {
+        self.head.as_ref().or_else(|| self.overflow.front())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Work> {
+        self.head.iter().chain(self.overflow.iter())
+    }
+
+    fn take_all(&mut self) -> Vec<Work> {
+        let mut all = Vec::with_capacity(self.len());
+        all.extend(self.head.take());
+        all.extend(std::mem::take(&mut self.overflow));
+        all
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Work) -> bool) {
+        for work in self.take_all() {
+            if keep(&work) {
+                self.push_back(work);
+            }
+        }
+    }
 }
 
 impl Mailbox {
@@ -169,6 +230,7 @@ pub(crate) struct ActivationShared {
     /// do not poll the turn spuriously).
     poison_waker: AtomicWaker,
     poisoned: AtomicBool,
+    gone: AtomicBool,
     owned: Mutex<Option<Box<Owned>>>,
 }
 
@@ -189,7 +251,7 @@ impl ActivationShared {
             location,
             table_shard,
             mailbox: Mutex::new(Mailbox {
-                queue: VecDeque::new(),
+                queue: Queue::default(),
                 phase: Phase::Activating,
                 running: None,
                 last_activity: MonoTime::ZERO,
@@ -201,6 +263,7 @@ impl ActivationShared {
             waker: AtomicWaker::new(),
             poison_waker: AtomicWaker::new(),
             poisoned: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             owned: Mutex::new(None),
         }
     }
@@ -213,6 +276,11 @@ impl ActivationShared {
 
     pub(crate) fn phase(&self) -> Phase {
         self.lock().phase
+    }
+
+    /// A lock-free hint that the slot is gone (may lag; `push` is the authority).
+    pub(crate) fn is_gone_hint(&self) -> bool {
+        self.gone.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_gone(&self) -> bool {
@@ -277,8 +345,8 @@ impl ActivationShared {
             if mailbox.phase == Phase::Gone {
                 return;
             }
-            let mut kept = VecDeque::new();
-            for work in mailbox.queue.drain(..) {
+            let mut kept = Queue::default();
+            for work in mailbox.queue.take_all() {
                 match work {
                     Work::Call(mut env) if env.deadline <= now => {
                         if let Some(reply) = env.reply.take() {
@@ -290,7 +358,7 @@ impl ActivationShared {
             }
             mailbox.queue = kept;
             let mut earliest = MonoTime::MAX;
-            for work in &mailbox.queue {
+            for work in mailbox.queue.iter() {
                 earliest = earliest.min(work.deadline());
             }
             if let Some(running) = mailbox.running.as_mut() {
@@ -425,6 +493,7 @@ impl ActivationShared {
                         result = Poll::Ready(Next::Call(env, now));
                         break;
                     }
+                    Work::Nothing => {}
                     Work::Tick { method, sequence } => {
                         let now = node.clock.now();
                         let limit = now + self.entry.options.max_turn_duration;
@@ -451,10 +520,6 @@ impl ActivationShared {
                         break;
                     }
                 }
-            }
-            if mailbox.queue.is_empty() && mailbox.queue.capacity() > 0 {
-                // Release the capacity of a drained mailbox: idle activations cost nothing here.
-                mailbox.queue = VecDeque::new();
             }
             result
         };
@@ -507,7 +572,7 @@ impl ActivationShared {
     /// Drains the mailbox (activation ending with work still queued).
     pub(crate) fn drain(&self) -> Vec<Work> {
         let mut mailbox = self.lock();
-        mailbox.queue.drain(..).collect()
+        mailbox.queue.take_all()
     }
 
     /// Moves to Deactivating (delete and poison paths).
@@ -531,6 +596,7 @@ impl ActivationShared {
             return true;
         }
         mailbox.phase = Phase::Gone;
+        self.gone.store(true, Ordering::Relaxed);
         drop(mailbox);
         if let Some(current) = table.get(&self.id)
             && Arc::ptr_eq(current, self)

@@ -160,10 +160,44 @@ pub(crate) enum MethodTarget {
     Name(Arc<str>),
 }
 
+/// The activation a reference called last, kept while it lives so repeated calls skip the
+/// placement and the shard table (re-resolved once it is gone).
+#[derive(Default)]
+pub(crate) struct ActivationCache {
+    slot: Mutex<Option<Arc<ActivationShared>>>,
+}
+
+impl ActivationCache {
+    /// Runs `f` on the cached activation, if there is one that may still be live (without
+    /// cloning it: the reference count of a hot activation is shared with its own task).
+    fn with<R>(&self, f: impl FnOnce(&Arc<ActivationShared>) -> R) -> Option<R> {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().filter(|a| !a.is_gone_hint()).map(f)
+    }
+
+    fn set(&self, activation: Arc<ActivationShared>) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(activation);
+    }
+}
+
+impl Clone for ActivationCache {
+    fn clone(&self) -> Self {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        ActivationCache { slot: Mutex::new(slot) }
+    }
+}
+
+impl fmt::Debug for ActivationCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ActivationCache")
+    }
+}
+
 /// A call as the router sees it.
-pub(crate) struct CallRequest {
-    pub(crate) target: TypeTarget,
-    pub(crate) id: Arc<str>,
+pub(crate) struct CallRequest<'a> {
+    pub(crate) cache: Option<&'a ActivationCache>,
+    pub(crate) target: &'a TypeTarget,
+    pub(crate) id: &'a Arc<str>,
     pub(crate) method: MethodTarget,
     pub(crate) payload: Payload,
     pub(crate) deadline: Option<MonoTime>,
@@ -203,6 +237,13 @@ impl NodeShared {
         self.tables[shard as usize].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Publishes the sharded metric counters of every type.
+    pub(crate) fn export_metrics(&self) {
+        for entry in self.types.values() {
+            entry.metrics.export();
+        }
+    }
+
     pub(crate) fn wheel_granularity(&self) -> Duration {
         self.config.tick
     }
@@ -229,9 +270,9 @@ impl NodeShared {
         }
     }
 
-    fn known(&self, target: &TypeTarget) -> Result<Arc<TypeEntry>, CallError> {
+    fn known<'a>(&self, target: &'a TypeTarget) -> Result<&'a Arc<TypeEntry>, CallError> {
         match target {
-            TypeTarget::Known(entry) => Ok(entry.clone()),
+            TypeTarget::Known(entry) => Ok(entry),
             TypeTarget::Named(name) => {
                 Err(CallError::UnknownType { object_type: name.to_string() })
             }
@@ -245,7 +286,7 @@ impl NodeShared {
         id: &Arc<str>,
         location: &Location,
         mut work: Work,
-    ) -> Result<(), CallError> {
+    ) -> Result<Arc<ActivationShared>, CallError> {
         loop {
             let (activation, created) = {
                 let mut table = self.table(location.table_shard);
@@ -275,27 +316,27 @@ impl NodeShared {
                 self.tasks.spawn((entry.start)(self.clone(), activation.clone()));
             }
             match pushed {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(activation),
                 Err(PushError::Gone(returned)) => work = returned,
-                Err(PushError::Full) => {
-                    entry.metrics.overloads.increment(1);
-                    return Err(CallError::Overloaded { id: id.to_string() });
-                }
+                Err(PushError::Full) => return Err(self.overloaded(entry, id)),
             }
         }
     }
 
     /// Routes a call: admission (ownership and lease), the activation's mailbox, the reply.
     /// Resends calls that provably did not start until the deadline.
-    pub(crate) async fn call(self: &Arc<Self>, request: CallRequest) -> Result<Payload, CallError> {
-        let entry = self.known(&request.target)?;
+    pub(crate) async fn call(
+        self: &Arc<Self>,
+        request: CallRequest<'_>,
+    ) -> Result<Payload, CallError> {
+        let entry = self.known(request.target)?;
         let method = entry.resolve(&request.method)?;
-        check_chain(request.chain.as_deref(), &request.id)?;
-        let location = self.locate(&request.id)?;
+        check_chain(request.chain.as_deref(), request.id)?;
         let now = self.clock.now();
         let deadline = request
             .deadline
             .unwrap_or_else(|| now + request.timeout.unwrap_or(self.config.default_deadline));
+        let mut location = None;
         let mut payload = request.payload;
         let mut attempt: u32 = 0;
         loop {
@@ -303,7 +344,6 @@ impl NodeShared {
             if now >= deadline {
                 return Err(CallError::DeadlineExceeded { id: request.id.to_string() });
             }
-            self.ownership.check(&location.fence, now)?;
             let (reply_tx, reply_rx) = if request.one_way {
                 (None, None)
             } else {
@@ -318,9 +358,38 @@ impl NodeShared {
                 identity: request.identity.clone(),
                 reply: reply_tx,
             };
-            self.enqueue(&entry, &request.id, &location, Work::Call(envelope))?;
+            let mut work = Work::Call(envelope);
+            // Fast path: the reference's cached activation, while it lives.
+            if let Some(cache) = request.cache {
+                let pushed = cache.with(|activation| {
+                    self.ownership.check(&activation.location.fence, now)?;
+                    Ok::<_, CallError>(
+                        activation.push(self, std::mem::replace(&mut work, Work::Nothing)),
+                    )
+                });
+                match pushed {
+                    Some(Err(error)) => return Err(error),
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(PushError::Gone(returned)))) => work = returned,
+                    Some(Ok(Err(PushError::Full))) => {
+                        return Err(self.overloaded(entry, request.id));
+                    }
+                    None => {}
+                }
+            }
+            if !matches!(work, Work::Nothing) {
+                let location = match &location {
+                    Some(location) => location,
+                    None => location.insert(self.locate(request.id)?),
+                };
+                self.ownership.check(&location.fence, now)?;
+                let activation = self.enqueue(entry, request.id, location, work)?;
+                if let Some(cache) = request.cache {
+                    cache.set(activation);
+                }
+            }
             let Some(reply_rx) = reply_rx else {
-                return Ok(Payload::Encoded(EncodedMessage::default()));
+                return Ok(Payload::encoded(EncodedMessage::default()));
             };
             match reply_rx.await {
                 Ok(Reply::Done(result)) => return result,
@@ -342,6 +411,11 @@ impl NodeShared {
         }
     }
 
+    fn overloaded(&self, entry: &TypeEntry, id: &str) -> CallError {
+        entry.metrics.overloads.increment(1);
+        CallError::Overloaded { id: id.to_owned() }
+    }
+
     /// Waits before resending a bounced call: immediately the first times (the slot is being
     /// replaced), then exponentially up to 100 ms, never past the deadline.
     async fn backoff(&self, attempt: u32, deadline: MonoTime) {
@@ -360,7 +434,8 @@ impl NodeShared {
         id: &str,
         make: fn(oneshot::Sender<Result<(), CallError>>) -> Work,
     ) -> Result<(), CallError> {
-        let entry = self.known(&self.type_target(object_type))?;
+        let target = self.type_target(object_type);
+        let entry = self.known(&target)?;
         let location = self.locate(id)?;
         let id: Arc<str> = Arc::from(id);
         let mut attempt = 0;
@@ -368,7 +443,7 @@ impl NodeShared {
         loop {
             self.ownership.check(&location.fence, self.clock.now())?;
             let (tx, rx) = oneshot::channel();
-            self.enqueue(&entry, &id, &location, make(tx))?;
+            self.enqueue(entry, &id, &location, make(tx))?;
             match rx.await {
                 Ok(Err(error)) if error.provably_not_started() && self.clock.now() < deadline => {
                     attempt += 1;

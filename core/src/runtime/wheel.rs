@@ -96,10 +96,19 @@ impl Wheel {
     }
 }
 
+/// How often sharded counters are published to the metrics recorder.
+const METRICS_EXPORT_PERIOD: Duration = Duration::from_secs(1);
+
 /// The ticker: runs until the node shuts down.
 pub(crate) async fn run_ticker(node: Arc<NodeShared>) {
     let wheel = &node.wheel;
+    let mut next_export = node.clock.now();
     loop {
+        let now = node.clock.now();
+        if now >= next_export {
+            node.export_metrics();
+            next_export = now + METRICS_EXPORT_PERIOD;
+        }
         let next = wheel.next_due();
         let target_tick = next.map_or(u64::MAX, |t| wheel.tick_of(t));
         wheel.ticker_target.store(target_tick, Ordering::Release);
@@ -108,12 +117,15 @@ pub(crate) async fn run_ticker(node: Arc<NodeShared>) {
         if wheel.next_due() != next {
             continue;
         }
-        let sleep = next.map(|at| node.clock.sleep_until(at));
+        let wake_at = next.map_or(next_export, |at| at.min(next_export));
         tokio::select! {
             biased;
-            _ = node.shutdown.cancelled() => return,
+            _ = node.shutdown.cancelled() => {
+                node.export_metrics();
+                return;
+            }
             _ = wheel.wakeup.notified() => {}
-            _ = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {}
+            _ = node.clock.sleep_until(wake_at) => {}
         }
         let now = node.clock.now();
         for entry in wheel.take_due(now) {
