@@ -9,6 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Add, Sub};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -85,6 +86,12 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// The current reading.
     fn now(&self) -> MonoTime;
+    /// A cheaper reading that may lag [`Clock::now`] by a few milliseconds (and, right after
+    /// the machine resumes from suspend, by the suspended time for up to 100 ms of awake time).
+    /// Good for deadlines and idleness (10 ms granularity); never for lease decisions.
+    fn now_coarse(&self) -> MonoTime {
+        self.now()
+    }
     /// A future that completes once `now() >= deadline`.
     fn sleep_until(&self, deadline: MonoTime) -> Sleep;
 }
@@ -106,20 +113,53 @@ impl SystemClock {
     }
 }
 
+/// Reads a Linux clock in nanoseconds.
+fn read_clock(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec and the clock ids used here are supported by
+    // every Linux kernel this runs on; clock_gettime writes only into `ts`.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime({clock}) failed");
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
 /// Reads `CLOCK_BOOTTIME`.
 fn boottime_now() -> MonoTime {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec and CLOCK_BOOTTIME is supported by every Linux
-    // kernel this runs on; clock_gettime writes only into `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_BOOTTIME) failed");
-    let nanos = (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64;
-    MonoTime::from_nanos(nanos)
+    MonoTime::from_nanos(read_clock(libc::CLOCK_BOOTTIME))
+}
+
+/// `CLOCK_BOOTTIME − CLOCK_MONOTONIC` (the suspended time so far), refreshed every 100 ms of
+/// coarse time; `u64::MAX` until first measured.
+static SUSPEND_OFFSET_NANOS: AtomicU64 = AtomicU64::new(u64::MAX);
+/// `CLOCK_MONOTONIC_COARSE` reading of the last offset refresh.
+static OFFSET_REFRESHED_AT: AtomicU64 = AtomicU64::new(0);
+const OFFSET_REFRESH_NANOS: u64 = 100_000_000;
+
+/// A coarse `CLOCK_BOOTTIME`: `CLOCK_MONOTONIC_COARSE` (a few ns, jiffy resolution) plus the
+/// suspended time measured at the last refresh. Never ahead of `boottime_now()`.
+fn boottime_coarse() -> MonoTime {
+    let coarse = read_clock(libc::CLOCK_MONOTONIC_COARSE);
+    let mut offset = SUSPEND_OFFSET_NANOS.load(Ordering::Relaxed);
+    if offset == u64::MAX
+        || coarse.saturating_sub(OFFSET_REFRESHED_AT.load(Ordering::Relaxed)) > OFFSET_REFRESH_NANOS
+    {
+        // Boot time first: the offset then errs small, so coarse readings never run ahead.
+        let boot = read_clock(libc::CLOCK_BOOTTIME);
+        let monotonic = read_clock(libc::CLOCK_MONOTONIC);
+        offset = boot.saturating_sub(monotonic);
+        SUSPEND_OFFSET_NANOS.store(offset, Ordering::Relaxed);
+        OFFSET_REFRESHED_AT.store(coarse, Ordering::Relaxed);
+    }
+    MonoTime::from_nanos(coarse.saturating_add(offset))
 }
 
 impl Clock for SystemClock {
     fn now(&self) -> MonoTime {
         boottime_now()
+    }
+
+    fn now_coarse(&self) -> MonoTime {
+        boottime_coarse()
     }
 
     fn sleep_until(&self, deadline: MonoTime) -> Sleep {
@@ -260,6 +300,17 @@ impl Drop for ManualSleep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coarse_readings_never_run_ahead_and_stay_close() {
+        let clock = SystemClock;
+        for _ in 0..1000 {
+            let coarse = clock.now_coarse();
+            let precise = clock.now();
+            assert!(coarse <= precise, "{coarse} vs {precise}");
+            assert!(precise - coarse < Duration::from_millis(50), "{coarse} vs {precise}");
+        }
+    }
 
     #[test]
     fn system_clock_is_monotonic() {

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
@@ -142,6 +142,11 @@ struct Mailbox {
     next_save: MonoTime,
     deactivate: Option<DeactivateReason>,
     save_due: bool,
+    /// The activation task's waker, kept across wakes (woken by reference, so the same task
+    /// never clones it again).
+    waker: Option<Waker>,
+    /// Whether the task is waiting for work (only then does a push wake it).
+    parked: bool,
 }
 
 /// The mailbox FIFO: one inline slot, so the usual single queued call allocates nothing, and
@@ -204,6 +209,24 @@ impl Queue {
 }
 
 impl Mailbox {
+    /// Wakes the activation task if it waits for work.
+    fn wake(&mut self) {
+        if self.parked {
+            self.parked = false;
+            if let Some(waker) = &self.waker {
+                waker.wake_by_ref();
+            }
+        }
+    }
+
+    /// Records that the task waits for work, with its waker.
+    fn park(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+        self.parked = true;
+    }
+
     /// No call is running or queued (queued timer ticks do not keep an object active).
     fn is_idle(&self) -> bool {
         let running_call = self.running.as_ref().is_some_and(|r| r.is_call);
@@ -225,8 +248,7 @@ pub(crate) struct ActivationShared {
     pub(crate) location: Location,
     pub(crate) table_shard: u32,
     mailbox: Mutex<Mailbox>,
-    waker: AtomicWaker,
-    /// Woken when the running turn is poisoned (separate from `waker`, so pushes during a turn
+    /// Woken when the running turn is poisoned (separate from the mailbox waker, so pushes during a turn
     /// do not poll the turn spuriously).
     poison_waker: AtomicWaker,
     poisoned: AtomicBool,
@@ -259,8 +281,9 @@ impl ActivationShared {
                 next_save: MonoTime::MAX,
                 deactivate: None,
                 save_due: false,
+                waker: None,
+                parked: false,
             }),
-            waker: AtomicWaker::new(),
             poison_waker: AtomicWaker::new(),
             poisoned: AtomicBool::new(false),
             gone: AtomicBool::new(false),
@@ -304,11 +327,11 @@ impl ActivationShared {
                 mailbox.wheel_at = deadline;
             }
             mailbox.queue.push_back(work);
+            mailbox.wake();
         }
         if schedule {
             node.wheel.schedule(deadline, WheelEntry::Activation(Arc::downgrade(self)));
         }
-        self.waker.wake();
         Ok(())
     }
 
@@ -321,15 +344,16 @@ impl ActivationShared {
                 return false;
             }
             mailbox.queue.push_back(tick);
+            mailbox.wake();
         }
-        self.waker.wake();
         true
     }
 
     /// Asks the activation to deactivate at its next dequeue.
     pub(crate) fn request_deactivation(&self, reason: DeactivateReason) {
-        self.lock().deactivate.get_or_insert(reason);
-        self.waker.wake();
+        let mut mailbox = self.lock();
+        mailbox.deactivate.get_or_insert(reason);
+        mailbox.wake();
     }
 
     /// The wheel visits this activation: expire calls, poison an overlong turn, start idle
@@ -401,6 +425,9 @@ impl ActivationShared {
             if next < MonoTime::MAX {
                 mailbox.wheel_at = next;
             }
+            if wake {
+                mailbox.wake();
+            }
         }
         let id = &self.id;
         for reply in expired {
@@ -409,9 +436,6 @@ impl ActivationShared {
         }
         if next < MonoTime::MAX {
             node.wheel.schedule(next, WheelEntry::Activation(Arc::downgrade(self)));
-        }
-        if wake {
-            self.waker.wake();
         }
     }
 
@@ -448,7 +472,6 @@ impl ActivationShared {
     }
 
     fn poll_next(self: &Arc<Self>, node: &NodeShared, cx: &mut Context<'_>) -> Poll<Next> {
-        self.waker.register(cx.waker());
         let mut schedule = None;
         let result = {
             let mut mailbox = self.lock();
@@ -470,7 +493,7 @@ impl ActivationShared {
             while let Some(work) = mailbox.queue.pop_front() {
                 match work {
                     Work::Call(mut env) => {
-                        let now = node.clock.now();
+                        let now = node.clock.now_coarse();
                         if env.deadline <= now {
                             if let Some(reply) = env.reply.take() {
                                 let error = CallError::DeadlineExceeded { id: self.id.to_string() };
@@ -495,7 +518,7 @@ impl ActivationShared {
                     }
                     Work::Nothing => {}
                     Work::Tick { method, sequence } => {
-                        let now = node.clock.now();
+                        let now = node.clock.now_coarse();
                         let limit = now + self.entry.options.max_turn_duration;
                         if limit < mailbox.wheel_at {
                             mailbox.wheel_at = limit;
@@ -520,6 +543,9 @@ impl ActivationShared {
                         break;
                     }
                 }
+            }
+            if result.is_pending() {
+                mailbox.park(cx.waker());
             }
             result
         };

@@ -136,7 +136,7 @@ async fn delete_inactive(
     let id = &activation.id;
     let store_error = |source| CallError::Store { id: id.to_string(), source };
     let fence = &activation.location.fence;
-    let epoch = node.ownership.check(fence, node.clock.now())?;
+    let epoch = node.ownership.check(fence, &*node.clock)?;
     if !node.ownership.is_fenced(fence, epoch) {
         let raised = node.store.fence(fence, epoch).await.map_err(store_error)?;
         if raised > epoch {
@@ -179,7 +179,7 @@ async fn try_activate<T: Object>(
     let entry = &activation.entry;
     let id = &activation.id;
     let fence = &activation.location.fence;
-    let epoch = node.ownership.check(fence, node.clock.now()).map_err(|e| (e, true))?;
+    let epoch = node.ownership.check(fence, &*node.clock).map_err(|e| (e, true))?;
     let mut record: Option<StoredObject> = None;
     if entry.persistent() {
         if !node.ownership.is_fenced(fence, epoch) {
@@ -343,7 +343,7 @@ async fn turn<T: Object>(
     let entry = &activation.entry;
     let metrics = &entry.metrics.methods[envelope.method];
     // Invariant 2: the turn starts only while this node owns the shard at the activation's epoch.
-    match node.ownership.check(&activation.location.fence, started) {
+    match node.ownership.check(&activation.location.fence, &*node.clock) {
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
             if let Some(reply) = activation.finish_running(started) {
@@ -356,6 +356,10 @@ async fn turn<T: Object>(
     }
     metrics.calls.add(1);
     live.turns = live.turns.wrapping_add(1);
+    // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY per activation, always the
+    // first): precise clock reads and a histogram update on every turn cost more than the
+    // turn itself.
+    let sampled_start = (live.turns % LATENCY_SAMPLE_EVERY == 1).then(|| node.clock.now());
     ctx.chain = envelope.chain;
     ctx.deadline = envelope.deadline;
     ctx.caller = envelope.identity;
@@ -391,11 +395,9 @@ async fn turn<T: Object>(
         result = Err(error);
         ending = Some(Ending::Discard);
     }
-    // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY per activation, always the
-    // first): a clock read and a histogram update on every turn cost more than the turn itself.
-    if live.turns % LATENCY_SAMPLE_EVERY == 1 {
+    if let Some(start) = sampled_start {
         let finished = node.clock.now();
-        metrics.turn_seconds.record(finished.saturating_duration_since(started).as_secs_f64());
+        metrics.turn_seconds.record(finished.saturating_duration_since(start).as_secs_f64());
     }
     if result.is_err() {
         metrics.errors.increment(1);

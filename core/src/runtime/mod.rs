@@ -332,7 +332,7 @@ impl NodeShared {
         let entry = self.known(request.target)?;
         let method = entry.resolve(&request.method)?;
         check_chain(request.chain.as_deref(), request.id)?;
-        let now = self.clock.now();
+        let now = self.clock.now_coarse();
         let deadline = request
             .deadline
             .unwrap_or_else(|| now + request.timeout.unwrap_or(self.config.default_deadline));
@@ -340,7 +340,7 @@ impl NodeShared {
         let mut payload = request.payload;
         let mut attempt: u32 = 0;
         loop {
-            let now = if attempt == 0 { now } else { self.clock.now() };
+            let now = if attempt == 0 { now } else { self.clock.now_coarse() };
             if now >= deadline {
                 return Err(CallError::DeadlineExceeded { id: request.id.to_string() });
             }
@@ -362,7 +362,7 @@ impl NodeShared {
             // Fast path: the reference's cached activation, while it lives.
             if let Some(cache) = request.cache {
                 let pushed = cache.with(|activation| {
-                    self.ownership.check(&activation.location.fence, now)?;
+                    self.ownership.check(&activation.location.fence, &*self.clock)?;
                     Ok::<_, CallError>(
                         activation.push(self, std::mem::replace(&mut work, Work::Nothing)),
                     )
@@ -382,7 +382,7 @@ impl NodeShared {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
-                self.ownership.check(&location.fence, now)?;
+                self.ownership.check(&location.fence, &*self.clock)?;
                 let activation = self.enqueue(entry, request.id, location, work)?;
                 if let Some(cache) = request.cache {
                     cache.set(activation);
@@ -441,7 +441,7 @@ impl NodeShared {
         let mut attempt = 0;
         let deadline = self.clock.now() + self.config.default_deadline;
         loop {
-            self.ownership.check(&location.fence, self.clock.now())?;
+            self.ownership.check(&location.fence, &*self.clock)?;
             let (tx, rx) = oneshot::channel();
             self.enqueue(entry, &id, &location, make(tx))?;
             match rx.await {

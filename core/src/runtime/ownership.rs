@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::clock::MonoTime;
+use crate::clock::Clock;
 use crate::epoch::Epoch;
 use crate::error::CallError;
 use crate::store::FenceKey;
@@ -70,7 +70,9 @@ impl Ownership {
     /// The epoch at which this node may issue an effect for `key` at `now`, or why not.
     ///
     /// Errors are all "provably not started" (`NotServed`) or `ShuttingDown`.
-    pub(crate) fn check(&self, key: &FenceKey, now: MonoTime) -> Result<Epoch, CallError> {
+    /// The lease is compared with a precise reading of `clock`, taken only when the lease is
+    /// finite (a single node's local source never expires).
+    pub(crate) fn check(&self, key: &FenceKey, clock: &dyn Clock) -> Result<Epoch, CallError> {
         if self.stopping.load(Ordering::Acquire) {
             return Err(CallError::ShuttingDown);
         }
@@ -78,7 +80,8 @@ impl Ownership {
             FenceKey::Shard(s) => s.0,
             FenceKey::Node(_) => u32::MAX,
         };
-        if now.as_nanos() >= self.lease_valid_until.load(Ordering::Acquire) {
+        let valid_until = self.lease_valid_until.load(Ordering::Acquire);
+        if valid_until != u64::MAX && clock.now().as_nanos() >= valid_until {
             return Err(CallError::NotServed { shard, epoch: None, hint: None });
         }
         let counter = self.counter(key).load(Ordering::Acquire);
@@ -113,13 +116,13 @@ mod tests {
     fn local_source_owns_everything_until_stopped() {
         let ownership = Ownership::local_all(16);
         let key = FenceKey::Shard(ShardId(3));
-        let now = MonoTime::from_nanos(1);
-        assert_eq!(ownership.check(&key, now), Ok(Epoch::new(1, 1)));
-        assert_eq!(ownership.check(&FenceKey::Node("n".into()), now), Ok(Epoch::new(1, 1)));
+        let now = crate::clock::ManualClock::new();
+        assert_eq!(ownership.check(&key, &now), Ok(Epoch::new(1, 1)));
+        assert_eq!(ownership.check(&FenceKey::Node("n".into()), &now), Ok(Epoch::new(1, 1)));
         assert!(!ownership.is_fenced(&key, Epoch::new(1, 1)));
         ownership.mark_fenced(&key, Epoch::new(1, 1));
         assert!(ownership.is_fenced(&key, Epoch::new(1, 1)));
         ownership.stop();
-        assert_eq!(ownership.check(&key, now), Err(CallError::ShuttingDown));
+        assert_eq!(ownership.check(&key, &now), Err(CallError::ShuttingDown));
     }
 }
