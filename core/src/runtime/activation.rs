@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use futures::task::AtomicWaker;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
@@ -219,12 +218,11 @@ impl Mailbox {
         }
     }
 
-    /// Records that the task waits for work, with its waker.
-    fn park(&mut self, waker: &Waker) {
+    /// Keeps the task's waker (cloned only when it changed).
+    fn set_waker(&mut self, waker: &Waker) {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.waker = Some(waker.clone());
         }
-        self.parked = true;
     }
 
     /// No call is running or queued (queued timer ticks do not keep an object active).
@@ -248,9 +246,6 @@ pub(crate) struct ActivationShared {
     pub(crate) location: Location,
     pub(crate) table_shard: u32,
     mailbox: Mutex<Mailbox>,
-    /// Woken when the running turn is poisoned (separate from the mailbox waker, so pushes during a turn
-    /// do not poll the turn spuriously).
-    poison_waker: AtomicWaker,
     poisoned: AtomicBool,
     gone: AtomicBool,
     owned: Mutex<Option<Box<Owned>>>,
@@ -284,7 +279,6 @@ impl ActivationShared {
                 waker: None,
                 parked: false,
             }),
-            poison_waker: AtomicWaker::new(),
             poisoned: AtomicBool::new(false),
             gone: AtomicBool::new(false),
             owned: Mutex::new(None),
@@ -396,7 +390,11 @@ impl ActivationShared {
                 let limit = running.started + options.max_turn_duration;
                 if now >= limit {
                     self.poisoned.store(true, Ordering::Release);
-                    self.poison_waker.wake();
+                    // The task is inside the turn (not parked): wake it so the turn is
+                    // polled, sees the poison and is dropped.
+                    if let Some(waker) = &mailbox.waker {
+                        waker.wake_by_ref();
+                    }
                 } else {
                     earliest = earliest.min(limit);
                 }
@@ -475,6 +473,9 @@ impl ActivationShared {
         let mut schedule = None;
         let result = {
             let mut mailbox = self.lock();
+            // Kept current even when work is ready at once, so the wheel can always wake the
+            // task (to poison a turn) without a waker of its own.
+            mailbox.set_waker(cx.waker());
             if let Some(reason) = mailbox.deactivate {
                 let shutting_down = reason == DeactivateReason::Shutdown;
                 if shutting_down || mailbox.is_idle() {
@@ -545,7 +546,7 @@ impl ActivationShared {
                 }
             }
             if result.is_pending() {
-                mailbox.park(cx.waker());
+                mailbox.parked = true;
             }
             result
         };
@@ -716,7 +717,6 @@ impl<F: Future + Unpin> Future for Poisonable<'_, F> {
         if self.activation.is_poisoned() {
             return Poll::Ready(None);
         }
-        self.activation.poison_waker.register(cx.waker());
         Pin::new(&mut self.turn).poll(cx).map(Some)
     }
 }
