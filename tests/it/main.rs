@@ -1,3 +1,4 @@
 //! Verse's cross-crate integration tests: one binary, one module per concern.
 
+mod counter_example;
 mod dependency_rules;

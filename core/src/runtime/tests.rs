@@ -589,3 +589,134 @@ async fn wheel_entries_stay_bounded_under_many_calls() {
     assert!(h.node.wheel_entries() <= 3, "wheel has {} entries", h.node.wheel_entries());
     h.node.shutdown().await;
 }
+
+/// A store whose saves can be held until released, to observe what happens while a save is
+/// in flight.
+#[derive(Debug, Clone)]
+struct GatedStore {
+    inner: MemoryStore,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    released: Arc<Notify>,
+    saves_started: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl StateStore for GatedStore {
+    async fn fence(
+        &self,
+        key: &crate::store::FenceKey,
+        epoch: crate::epoch::Epoch,
+    ) -> Result<crate::epoch::Epoch, crate::store::StoreError> {
+        self.inner.fence(key, epoch).await
+    }
+    async fn current_fence(
+        &self,
+        key: &crate::store::FenceKey,
+    ) -> Result<crate::epoch::Epoch, crate::store::StoreError> {
+        self.inner.current_fence(key).await
+    }
+    async fn load(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::StoredObject>, crate::store::StoreError> {
+        self.inner.load(id).await
+    }
+    async fn save(&self, req: crate::store::SaveRequest) -> Result<(), crate::store::StoreError> {
+        self.saves_started.fetch_add(1, Ordering::SeqCst);
+        if self.hold.load(Ordering::SeqCst) {
+            self.released.notified().await;
+        }
+        self.inner.save(req).await
+    }
+    async fn delete(
+        &self,
+        req: crate::store::DeleteRequest,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner.delete(req).await
+    }
+    async fn purge_tombstones(&self) -> Result<usize, crate::store::StoreError> {
+        self.inner.purge_tombstones().await
+    }
+    fn is_node_local(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_call_during_deactivation_waits_for_the_save_then_reactivates() {
+    let clock = ManualClock::starting_at(MonoTime::from_nanos(1_000_000_000));
+    let store = GatedStore {
+        inner: MemoryStore::new(clock.shared(), Duration::from_secs(3600), true),
+        hold: Arc::default(),
+        released: Arc::default(),
+        saves_started: Arc::default(),
+    };
+    let node = NodeBuilder::new(NodeConfig { shard_count: 64, ..NodeConfig::default() })
+        .clock(clock.shared())
+        .store(Arc::new(store.clone()))
+        .object_with::<Probe>(TypeOptions::default().idle_timeout(Some(Duration::from_secs(5))))
+        .start()
+        .unwrap();
+    let id = unique("deactivating");
+    let probe = node.client().get::<Probe>(id.clone());
+    assert_eq!(probe.add(4).await.unwrap(), 4);
+    store.hold.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(6));
+    settle().await;
+    assert_eq!(store.saves_started.load(Ordering::SeqCst), 1, "idle deactivation is saving");
+    assert!(node.is_active(&id), "the slot stays until the save commits");
+    let waiting = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.add(1).await }
+    });
+    settle().await;
+    assert!(!waiting.is_finished(), "a call during Deactivating waits");
+    assert_eq!(
+        hooks(&id).activations.load(Ordering::SeqCst),
+        1,
+        "no new activation before the save"
+    );
+    store.hold.store(false, Ordering::SeqCst);
+    store.released.notify_one();
+    assert_eq!(waiting.await.unwrap().unwrap(), 5, "reactivated from the committed save");
+    assert_eq!(hooks(&id).activations.load(Ordering::SeqCst), 2);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn periodic_persistence_saves_changed_state_every_period() {
+    let h = Harness::new(
+        TypeOptions::default().persistence(PersistencePolicy::Periodic(Duration::from_secs(10))),
+    );
+    let id = unique("periodic");
+    let probe = h.client().get::<Probe>(id.clone());
+    probe.add(3).await.unwrap();
+    assert!(h.store.load(&id).await.unwrap().is_none(), "nothing saved before the period");
+    h.advance(Duration::from_secs(11)).await;
+    let first = h.store.load(&id).await.unwrap().expect("saved after one period");
+    probe.add(2).await.unwrap();
+    h.advance(Duration::from_secs(10)).await;
+    let second = h.store.load(&id).await.unwrap().unwrap();
+    assert_eq!(second.version, first.version + 1);
+    h.advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        h.store.load(&id).await.unwrap().unwrap().version,
+        second.version,
+        "unchanged state is not saved again"
+    );
+    h.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn write_through_commits_before_the_response() {
+    let h = Harness::new(TypeOptions::default().persistence(PersistencePolicy::WriteThrough));
+    let id = unique("wt");
+    let probe = h.client().get::<Probe>(id.clone());
+    for expected in 1..=5 {
+        assert_eq!(probe.add(1).await.unwrap(), expected);
+        let stored = h.store.load(&id).await.unwrap().unwrap();
+        let state: Num = prost::Message::decode(stored.state.unwrap()).unwrap();
+        assert_eq!(state.value, expected, "acknowledged means stored");
+    }
+    h.node.shutdown().await;
+}
