@@ -4,6 +4,7 @@
 //! methods `Increment`, `Decrement`, `Get` and `Reset`, each answering `CounterResponse`.
 
 pub mod counter;
+pub mod greeter;
 
 /// Generated protobuf messages of the examples.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -11,5 +12,9 @@ pub mod proto {
     /// Package `counter`.
     pub mod counter {
         include!(concat!(env!("OUT_DIR"), "/counter.rs"));
+    }
+    /// Package `greeter`.
+    pub mod greeter {
+        include!(concat!(env!("OUT_DIR"), "/greeter.rs"));
     }
 }
