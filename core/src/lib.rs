@@ -37,7 +37,7 @@ pub use object::{
     Tick, TypeOptions,
 };
 pub use reference::{ObjectRef, RawRef};
-pub use runtime::{BuildError, Client, Node, NodeBuilder, NodeConfig, TimerHandle};
+pub use runtime::{BuildError, Client, IncomingCall, Node, NodeBuilder, NodeConfig, TimerHandle};
 
 /// Paths named by code the `#[verse::object]` macro generates (the facade re-exports this
 /// module; `crate = ::verse_core` points the macro here). Not a public API.

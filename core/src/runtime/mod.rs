@@ -583,7 +583,66 @@ impl fmt::Debug for Node {
     }
 }
 
+/// A call that arrived from another process (a node or a gateway), as a transport hands it
+/// to the node.
+#[derive(Debug, Clone)]
+pub struct IncomingCall {
+    /// Object type name.
+    pub object_type: String,
+    /// Object id.
+    pub id: String,
+    /// Method wire name.
+    pub method: String,
+    /// The encoded request (`Any` content).
+    pub request: EncodedMessage,
+    /// Time left before the caller's deadline, as the caller measured it when sending
+    /// (invariant 7: turned into a local instant on receipt).
+    pub remaining: Duration,
+    /// The awaited call chain, root first: `(object id, shard)` of each waiting object.
+    pub chain: Vec<(String, u32)>,
+    /// Who called.
+    pub identity: Option<CallerIdentity>,
+    /// One way (no response expected).
+    pub one_way: bool,
+}
+
 impl Node {
+    /// Serves a call that arrived over a transport: the deadline becomes a local instant now,
+    /// the chain is rebuilt (cycles and depth are checked as for local calls), and the request
+    /// is decoded once, at the object.
+    pub async fn serve_incoming(&self, call: IncomingCall) -> Result<EncodedMessage, CallError> {
+        let deadline = self.shared.clock.now_coarse() + call.remaining;
+        let mut chain: Option<Arc<CallChain>> = None;
+        for (object_id, shard) in call.chain {
+            chain = Some(CallChain::push(chain, Arc::from(object_id), shard));
+        }
+        let target = self.shared.type_target(&call.object_type);
+        let id: Arc<str> = Arc::from(call.id);
+        let request = CallRequest {
+            cache: None,
+            target: &target,
+            id: &id,
+            method: MethodTarget::Name(Arc::from(call.method)),
+            payload: Payload::encoded(call.request),
+            deadline: Some(deadline),
+            timeout: None,
+            chain,
+            identity: call.identity.map(Arc::new),
+            one_way: call.one_way,
+        };
+        Ok(self.shared.call(request).await?.into_encoded())
+    }
+
+    /// Serves a `create` that arrived over a transport.
+    pub async fn serve_create(&self, object_type: &str, id: &str) -> Result<(), CallError> {
+        self.client().create(object_type, id).await
+    }
+
+    /// Serves a `delete` that arrived over a transport.
+    pub async fn serve_delete(&self, object_type: &str, id: &str) -> Result<(), CallError> {
+        self.client().delete(object_type, id).await
+    }
+
     /// A root client calling through this node.
     pub fn client(&self) -> Client {
         Client::new(self.shared.clone())

@@ -720,3 +720,42 @@ async fn write_through_commits_before_the_response() {
     }
     h.node.shutdown().await;
 }
+
+#[test]
+fn call_context_is_sync() {
+    fn assert_sync<T: Sync>() {}
+    assert_sync::<CallContext>();
+}
+
+#[tokio::test]
+async fn incoming_calls_carry_deadline_and_chain() {
+    use crate::runtime::IncomingCall;
+    let h = Harness::new(TypeOptions::default());
+    let id = unique("incoming");
+    let call = |chain: Vec<(String, u32)>, remaining: Duration| IncomingCall {
+        object_type: "Probe".into(),
+        id: id.clone(),
+        method: "Add".into(),
+        request: EncodedMessage::pack(&Num { value: 2, route: String::new() }),
+        remaining,
+        chain,
+        identity: None,
+        one_way: false,
+    };
+    let reply = h
+        .node
+        .serve_incoming(call(vec![("caller".into(), 1)], Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(reply.unpack::<Num>().unwrap().value, 2);
+    // The object itself waiting up the remote chain: a cycle, refused at once.
+    let error = h
+        .node
+        .serve_incoming(call(vec![(id.clone(), 3), ("x".into(), 4)], Duration::from_secs(5)))
+        .await;
+    assert_eq!(error, Err(CallError::Cycle { chain: vec![id.clone(), "x".into(), id.clone()] }));
+    // No time left: the call never runs.
+    let expired = h.node.serve_incoming(call(Vec::new(), Duration::ZERO)).await;
+    assert!(matches!(expired, Err(CallError::DeadlineExceeded { .. })));
+    h.node.shutdown().await;
+}
