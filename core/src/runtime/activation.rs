@@ -625,10 +625,10 @@ impl ActivationShared {
         mailbox.phase = Phase::Gone;
         self.gone.store(true, Ordering::Relaxed);
         drop(mailbox);
-        if let Some(current) = table.get(&self.id)
-            && Arc::ptr_eq(current, self)
+        if let Some(current) = table.get(self.id.as_ref())
+            && Arc::ptr_eq(&current.0, self)
         {
-            table.remove(&self.id);
+            table.remove(self.id.as_ref());
         }
         false
     }

@@ -17,7 +17,7 @@ use crate::clock::MonoTime;
 use crate::context::CallContext;
 use crate::epoch::Epoch;
 use crate::error::CallError;
-use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick};
+use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick, TurnFuture};
 use crate::store::{DeleteRequest, SaveRequest, StoredObject};
 
 /// Entry point stored in the type registry.
@@ -38,6 +38,8 @@ struct Live<T> {
     saved: Option<Bytes>,
     /// Turns run by this activation (for latency sampling).
     turns: u64,
+    /// Method of the current (or last) turn.
+    last_method: usize,
 }
 
 /// One turn in this many has its latency recorded (per activation, starting with the first).
@@ -227,6 +229,7 @@ async fn try_activate<T: Object>(
         version: record.as_ref().map_or(0, |r| r.version),
         saved: None,
         turns: 0,
+        last_method: 0,
     };
     if let Some(StoredObject { state: Some(bytes), .. }) = &record {
         let state = T::State::decode(bytes.clone()).map_err(|e| {
@@ -295,111 +298,163 @@ async fn serve<T: Object>(
 ) -> Ending {
     // One context per activation, refilled for each turn (no per-turn reference counting).
     let mut ctx = root_context(node, activation);
+    // The loop keeps little state across its awaits (the work item is taken apart before the
+    // turn is awaited, and the write-through save is boxed), so every idle activation's task
+    // stays small (P6) without an allocation per turn.
     loop {
-        match activation.next(node).await {
-            // Turns are boxed too: the turn's state (envelope, result, save) would otherwise
-            // sit in every idle activation's task, and one allocation per turn is cheaper than
-            // ~400 bytes per idle object (P6).
-            Next::Call(envelope, started) => {
-                if let Some(ending) =
-                    Box::pin(turn::<T>(node, activation, live, &mut ctx, envelope, started)).await
-                {
-                    return ending;
-                }
-            }
-            Next::Tick { method, sequence, now } => {
-                let envelope = CallEnvelope {
-                    method,
-                    payload: Payload::typed(Tick { sequence }),
-                    deadline: MonoTime::MAX,
-                    chain: None,
-                    identity: None,
-                    reply: None,
-                };
-                if let Some(ending) =
-                    Box::pin(turn::<T>(node, activation, live, &mut ctx, envelope, now)).await
-                {
-                    return ending;
-                }
-            }
+        let input = match activation.next(node).await {
+            Next::Call(envelope, started) => Some(TurnInput::call(envelope, started)),
+            Next::Tick { method, sequence, now } => Some(TurnInput::tick(method, sequence, now)),
             Next::Create(reply) => {
                 let _ = reply.send(Ok(()));
+                continue;
             }
             Next::Delete(reply) => return Ending::Delete(reply),
             Next::Deactivate(reason) => return Ending::Deactivate(reason),
-            Next::Save => {
-                // Periodic save; a failure is logged and retried at the next period or at
-                // deactivation.
-                let _ = Box::pin(save::<T>(node, activation, live, false)).await;
-            }
+            Next::Save => None,
+        };
+        // Awaited outside the match, so the work item is not kept across the await.
+        let Some(input) = input else {
+            // Periodic save; a failure is logged and retried at the next period or at
+            // deactivation.
+            let _ = Box::pin(save::<T>(node, activation, live, false)).await;
+            continue;
+        };
+        let (turn, started, sampled_start) =
+            match begin_turn(node, activation, live, &mut ctx, input) {
+                Ok(begun) => begun,
+                Err(ending) => return ending,
+            };
+        let outcome = Poisonable { turn, activation }.await;
+        ctx.chain = None;
+        ctx.caller = None;
+        let Some(result) = outcome else {
+            poisoned(node, activation);
+            return Ending::Discard;
+        };
+        let (result, ending) = if result.is_ok()
+            && activation.entry.options.persistence == PersistencePolicy::WriteThrough
+        {
+            Box::pin(write_through::<T>(node, activation, live, result)).await
+        } else {
+            (result, None)
+        };
+        finish_turn(node, activation, live, started, sampled_start, result);
+        if let Some(ending) = ending {
+            return ending;
         }
     }
 }
 
-/// Runs one turn. Returns an ending when the activation must stop serving.
-async fn turn<T: Object>(
-    node: &Arc<NodeShared>,
-    activation: &Arc<ActivationShared>,
-    live: &mut Live<T>,
-    ctx: &mut CallContext,
-    envelope: CallEnvelope,
+/// A turn to run: a call, or a timer tick.
+struct TurnInput {
+    method: usize,
+    payload: Payload,
+    deadline: MonoTime,
+    chain: Option<Arc<crate::context::CallChain>>,
+    identity: Option<Arc<crate::context::CallerIdentity>>,
     started: MonoTime,
-) -> Option<Ending> {
-    let entry = &activation.entry;
-    let metrics = &entry.metrics.methods[envelope.method];
-    // Invariant 2: the turn starts only while this node owns the shard at the activation's epoch.
+}
+
+impl TurnInput {
+    fn call(envelope: CallEnvelope, started: MonoTime) -> Self {
+        TurnInput {
+            method: envelope.method,
+            payload: envelope.payload,
+            deadline: envelope.deadline,
+            chain: envelope.chain,
+            identity: envelope.identity,
+            started,
+        }
+    }
+
+    fn tick(method: usize, sequence: u64, now: MonoTime) -> Self {
+        TurnInput {
+            method,
+            payload: Payload::typed(Tick { sequence }),
+            deadline: MonoTime::MAX,
+            chain: None,
+            identity: None,
+            started: now,
+        }
+    }
+}
+
+/// Checks ownership (invariant 2: a turn starts only while this node owns the shard at the
+/// activation's epoch), fills the context and starts the method's future. Returns the future,
+/// the dequeue time and, for sampled turns, a precise start time.
+fn begin_turn<'a, T: Object>(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    live: &'a mut Live<T>,
+    ctx: &'a mut CallContext,
+    input: TurnInput,
+) -> Result<(TurnFuture<'a>, MonoTime, Option<MonoTime>), Ending> {
     match node.ownership.check(&activation.location.fence, &*node.clock) {
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
-            if let Some(reply) = activation.finish_running(started) {
+            if let Some(reply) = activation.finish_running(input.started) {
                 let error =
                     CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
-                let _ = reply.send(Reply::Bounced(envelope.payload, error));
+                let _ = reply.send(Reply::Bounced(input.payload, error));
             }
-            return Some(Ending::Deactivate(DeactivateReason::Shutdown));
+            return Err(Ending::Deactivate(DeactivateReason::Shutdown));
         }
     }
-    metrics.calls.add(1);
+    activation.entry.metrics.methods[input.method].calls.add(1);
     live.turns = live.turns.wrapping_add(1);
+    live.last_method = input.method;
     // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY per activation, always the
     // first): precise clock reads and a histogram update on every turn cost more than the
     // turn itself.
     let sampled_start = (live.turns % LATENCY_SAMPLE_EVERY == 1).then(|| node.clock.now());
-    ctx.chain = envelope.chain;
-    ctx.deadline = envelope.deadline;
-    ctx.caller = envelope.identity;
-    let outcome = Poisonable {
-        turn: T::dispatch(&mut live.object, ctx, envelope.method, envelope.payload),
-        activation,
+    ctx.chain = input.chain;
+    ctx.deadline = input.deadline;
+    ctx.caller = input.identity;
+    let ctx: &'a CallContext = ctx;
+    let turn = T::dispatch(&mut live.object, ctx, input.method, input.payload);
+    Ok((turn, input.started, sampled_start))
+}
+
+/// The turn overran `max_turn_duration` and was dropped mid-way: its caller learns the outcome
+/// is unknown; unsaved state is discarded by the caller of this function.
+fn poisoned(node: &NodeShared, activation: &ActivationShared) {
+    let entry = &activation.entry;
+    entry.metrics.poisoned.increment(1);
+    tracing::warn!(object = %activation.id, limit = ?entry.options.max_turn_duration, "turn overran its limit; activation poisoned");
+    if let Some(reply) = activation.finish_running(node.clock.now_coarse()) {
+        let reason =
+            format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
+        let error = CallError::OutcomeUnknown { id: activation.id.to_string(), reason };
+        let _ = reply.send(Reply::Done(Err(error)));
     }
-    .await;
-    ctx.chain = None;
-    ctx.caller = None;
-    let Some(mut result) = outcome else {
-        // Poisoned: the turn overran max_turn_duration and was dropped mid-way.
-        entry.metrics.poisoned.increment(1);
-        tracing::warn!(object = %activation.id, limit = ?entry.options.max_turn_duration, "turn overran its limit; activation poisoned");
-        let now = node.clock.now();
-        if let Some(reply) = activation.finish_running(now) {
-            let reason =
-                format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
-            let _ = reply.send(Reply::Done(Err(CallError::OutcomeUnknown {
-                id: activation.id.to_string(),
-                reason,
-            })));
-        }
-        return Some(Ending::Discard);
-    };
-    let mut ending = None;
-    if result.is_ok()
-        && entry.options.persistence == PersistencePolicy::WriteThrough
-        && let Err(error) = Box::pin(save::<T>(node, activation, live, false)).await
-    {
-        // The change is not durable: the caller learns it, and the activation reloads the
-        // last saved state rather than keep memory that differs from the store.
-        result = Err(error);
-        ending = Some(Ending::Discard);
+}
+
+/// Write-through: the save commits before the response is sent. A failed save turns the
+/// result into the store error, and the activation reloads the last saved state rather than
+/// keep memory that differs from the store.
+async fn write_through<T: Object>(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    live: &mut Live<T>,
+    result: Result<Payload, CallError>,
+) -> (Result<Payload, CallError>, Option<Ending>) {
+    match save::<T>(node, activation, live, false).await {
+        Ok(()) => (result, None),
+        Err(error) => (Err(error), Some(Ending::Discard)),
     }
+}
+
+/// Records metrics and sends the response.
+fn finish_turn<T: Object>(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    live: &Live<T>,
+    started: MonoTime,
+    sampled_start: Option<MonoTime>,
+    result: Result<Payload, CallError>,
+) {
+    let metrics = &activation.entry.metrics.methods[live.last_method];
     if let Some(start) = sampled_start {
         let finished = node.clock.now();
         metrics.turn_seconds.record(finished.saturating_duration_since(start).as_secs_f64());
@@ -410,7 +465,6 @@ async fn turn<T: Object>(
     if let Some(reply) = activation.finish_running(started) {
         let _ = reply.send(Reply::Done(result));
     }
-    ending
 }
 
 async fn deactivate<T: Object>(

@@ -9,7 +9,7 @@ pub(crate) mod timer;
 pub(crate) mod wheel;
 
 use std::any::TypeId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -207,7 +207,34 @@ pub(crate) struct CallRequest<'a> {
     pub(crate) one_way: bool,
 }
 
-type Table = HashMap<Arc<str>, Arc<ActivationShared>>;
+/// A shard's activation slots, keyed by the activation's own id (one pointer per entry: an
+/// idle activation costs 8 bytes here, not a key and a value).
+type Table = HashSet<Slot>;
+
+/// A table entry: an activation, hashed and compared by its object id.
+#[derive(Clone)]
+pub(crate) struct Slot(pub(crate) Arc<ActivationShared>);
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Slot {}
+
+impl std::hash::Hash for Slot {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Must hash exactly like the `str` it borrows as.
+        self.0.id.as_ref().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Slot {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
 
 /// Everything a node's activations share.
 pub(crate) struct NodeShared {
@@ -290,7 +317,7 @@ impl NodeShared {
         loop {
             let (activation, created) = {
                 let mut table = self.table(location.table_shard);
-                match table.get(id) {
+                match table.get(id.as_ref()).map(|slot| &slot.0) {
                     Some(existing) => {
                         if !Arc::ptr_eq(&existing.entry, entry) {
                             return Err(CallError::TypeMismatch {
@@ -306,7 +333,7 @@ impl NodeShared {
                             entry.clone(),
                             location.clone(),
                         ));
-                        table.insert(id.clone(), activation.clone());
+                        table.insert(Slot(activation.clone()));
                         (activation, true)
                     }
                 }
@@ -556,7 +583,7 @@ impl NodeBuilder {
         let shared = Arc::new(NodeShared {
             wheel: Wheel::new(config.tick),
             ownership: Ownership::local_all(config.shard_count),
-            tables: (0..config.shard_count).map(|_| Mutex::new(HashMap::new())).collect(),
+            tables: (0..config.shard_count).map(|_| Mutex::new(HashSet::new())).collect(),
             config,
             clock,
             rng: self.rng.unwrap_or_else(RandomSource::from_os),
@@ -666,7 +693,7 @@ impl Node {
     /// Whether `id` has an activation slot here.
     pub fn is_active(&self, id: &str) -> bool {
         let Ok(location) = self.shared.locate(id) else { return false };
-        self.shared.table(location.table_shard).contains_key(id)
+        self.shared.table(location.table_shard).contains(id)
     }
 
     /// Pending wheel entries (for tests of timer hygiene).
@@ -679,7 +706,9 @@ impl Node {
     pub async fn shutdown(&self) {
         self.shared.ownership.stop();
         let activations: Vec<Arc<ActivationShared>> = (0..self.shared.config.shard_count)
-            .flat_map(|s| self.shared.table(s).values().cloned().collect::<Vec<_>>())
+            .flat_map(|s| {
+                self.shared.table(s).iter().map(|slot| slot.0.clone()).collect::<Vec<_>>()
+            })
             .collect();
         for activation in activations {
             activation.request_deactivation(DeactivateReason::Shutdown);
