@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod epoch;
 pub mod executor;
+pub mod handoff;
 pub mod planner;
 pub mod rng;
 pub mod shard;
