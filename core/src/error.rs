@@ -185,12 +185,27 @@ pub enum CallError {
     /// The node or client is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// A transport proved that the call never reached a callee that could start it (the
+    /// connection could not be established, the stream was refused, or a GOAWAY came below the
+    /// call's stream); the call provably did not start.
+    #[error("call not delivered to {peer}: {reason}")]
+    NotDelivered {
+        /// The peer's address.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl CallError {
     /// Whether the call provably did not start (the retry rule: such calls may be sent again).
     pub fn provably_not_started(&self) -> bool {
-        matches!(self, CallError::NotServed { .. } | CallError::Overloaded { .. })
+        matches!(
+            self,
+            CallError::NotServed { .. }
+                | CallError::Overloaded { .. }
+                | CallError::NotDelivered { .. }
+        )
     }
 }
 

@@ -18,7 +18,14 @@ const FORBIDDEN: &[&str] = &[
     "sqlx",
     "rusqlite",
     "hyper",
+    "h2",
     "axum",
+    "verse-transport",
+    "verse-store-redb",
+    "verse-store-postgres",
+    "verse-coord-etcd",
+    "verse-coord-raft",
+    "verse-gateway",
 ];
 
 fn metadata() -> Value {

@@ -690,6 +690,23 @@ impl Node {
         (0..self.shared.config.shard_count).map(|s| self.shared.table(s).len()).sum()
     }
 
+    /// `(object type, object id)` of up to `limit` activation slots, in shard order (for
+    /// introspection).
+    pub fn activations(&self, limit: usize) -> Vec<(String, String)> {
+        let mut listed = Vec::new();
+        for shard in 0..self.shared.config.shard_count {
+            if listed.len() >= limit {
+                break;
+            }
+            let table = self.shared.table(shard);
+            let room = limit - listed.len();
+            listed.extend(
+                table.iter().take(room).map(|s| (s.0.entry.name.to_owned(), s.0.id.to_string())),
+            );
+        }
+        listed
+    }
+
     /// Whether `id` has an activation slot here.
     pub fn is_active(&self, id: &str) -> bool {
         let Ok(location) = self.shared.locate(id) else { return false };
