@@ -7,5 +7,19 @@
 //! openraft types stay inside this crate; the rest of Verse sees only the `Coordinator` trait.
 
 pub mod command;
+pub mod network;
 pub mod records;
 pub mod state;
+pub(crate) mod storage;
+pub(crate) mod types;
+
+pub use network::LocalRouter;
+pub use storage::DiskError;
+pub mod access;
+pub mod voter;
+
+pub use access::RaftAccess;
+pub use voter::{RaftVoter, VoterConfig, VoterError};
+pub mod client;
+
+pub use client::{ClientOptions, RaftCoordinator};

@@ -1,1 +1,9 @@
-//! Integration tests of the Raft coordinator.
+//! Integration tests of the Raft coordinator: the conformance suite against one voter, and
+//! restart from disk.
+
+// Tests report broken promises by panicking.
+#![allow(clippy::unwrap_used)]
+
+mod conformance;
+mod fixture;
+mod restart;
