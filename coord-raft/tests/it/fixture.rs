@@ -86,51 +86,64 @@ impl RaftAccess for CutLink {
     }
 }
 
-/// Builds one-voter clusters.
-pub struct OneVoter;
+/// Builds clusters of this many in-process voters.
+pub struct Voters(pub u64);
 
-/// A one-voter cluster in a temporary directory.
-pub struct OneVoterCluster {
-    pub voter: Arc<RaftVoter>,
+/// A cluster of in-process voters in a temporary directory; clients connect to the voters in
+/// turn (a client of a follower is served through forwarding to the Raft leader).
+pub struct VoterCluster {
+    pub voters: Vec<Arc<RaftVoter>>,
     links: Mutex<Vec<Arc<AtomicBool>>>,
     _dir: tempfile::TempDir,
 }
 
-impl OneVoterCluster {
-    pub async fn start() -> Self {
+impl VoterCluster {
+    pub async fn start(count: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let router = LocalRouter::new();
-        let voter = start_voter(1, dir.path(), &router).await;
-        voter.initialize(&[1]).await.unwrap();
-        voter.wait_for_leader(Duration::from_secs(10)).await.unwrap();
-        OneVoterCluster { voter: Arc::new(voter), links: Mutex::new(Vec::new()), _dir: dir }
+        let mut voters = Vec::new();
+        for id in 1..=count {
+            voters.push(Arc::new(start_voter(id, dir.path(), &router).await));
+        }
+        let ids: Vec<u64> = (1..=count).collect();
+        voters[0].initialize(&ids).await.unwrap();
+        for voter in &voters {
+            voter.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+        }
+        VoterCluster { voters, links: Mutex::new(Vec::new()), _dir: dir }
     }
-}
 
-#[async_trait]
-impl CoordinatorFactory for OneVoter {
-    type Cluster = OneVoterCluster;
-
-    async fn new_cluster(&self) -> OneVoterCluster {
-        OneVoterCluster::start().await
-    }
-}
-
-#[async_trait]
-impl TestCluster for OneVoterCluster {
-    type Client = RaftCoordinator;
-
-    async fn connect(&self, lease_ttl: Duration) -> (RaftCoordinator, Link) {
+    /// A client of voter `index` over a new link.
+    pub async fn client_of(&self, index: usize, lease_ttl: Duration) -> (RaftCoordinator, Link) {
         let cut = Arc::new(AtomicBool::new(false));
         let mut links = self.links.lock().await;
         links.push(Arc::clone(&cut));
-        let access = CutLink { voter: Arc::clone(&self.voter), cut };
+        let access = CutLink { voter: Arc::clone(&self.voters[index]), cut };
         let client = RaftCoordinator::new(
             Arc::new(access),
             SystemClock::shared(),
             ClientOptions::new(lease_ttl),
         );
         (client, Link(links.len() - 1))
+    }
+}
+
+#[async_trait]
+impl CoordinatorFactory for Voters {
+    type Cluster = VoterCluster;
+
+    async fn new_cluster(&self) -> VoterCluster {
+        VoterCluster::start(self.0).await
+    }
+}
+
+#[async_trait]
+impl TestCluster for VoterCluster {
+    type Client = RaftCoordinator;
+
+    async fn connect(&self, lease_ttl: Duration) -> (RaftCoordinator, Link) {
+        let index = self.links.lock().await.len() % self.voters.len();
+        self.client_of(index, lease_ttl).await
     }
 
     async fn partition(&self, link: Link) {
@@ -142,6 +155,6 @@ impl TestCluster for OneVoterCluster {
     }
 
     async fn compact(&self) {
-        self.voter.compact_history().await.unwrap();
+        self.voters[0].compact_history().await.unwrap();
     }
 }
