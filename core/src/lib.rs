@@ -6,6 +6,7 @@
 //! backend (a test in `verse-tests` enforces it).
 
 pub mod clock;
+pub mod coordinator;
 pub mod epoch;
 pub mod executor;
 pub mod handoff;
@@ -18,6 +19,7 @@ pub mod store;
 pub mod testing;
 
 pub use clock::{Clock, ManualClock, MonoTime, SharedClock, SystemClock};
+pub use coordinator::{CoordError, Coordinator};
 pub use epoch::Epoch;
 pub use executor::{BlockingExecutor, InlineExecutor, SharedExecutor, TokioBlockingExecutor};
 pub use planner::{Plan, PlanInput};

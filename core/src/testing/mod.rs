@@ -5,4 +5,5 @@
 //! Available with the crate feature `testing` (which also brings in `proptest` for the
 //! model-based checks) and in this crate's own tests.
 
+pub mod coordinator;
 pub mod store;

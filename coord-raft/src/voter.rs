@@ -1,0 +1,447 @@
+//! One voter of the coordinator's Raft group: openraft on redb, the leader's lease clock and
+//! ticker, and the in-process [`RaftAccess`] that clients of this process use.
+//!
+//! Lease time (see `docs/COORDINATOR-RAFT.md`): while this voter leads Raft term `T`, it stamps
+//! every proposal with `(T, its id, ms since it first stamped in T)` read from the injected
+//! clock. A ticker proposes [`Command::Tick`] once the earliest lease expiry has passed on that
+//! clock, and once right after the voter becomes leader so the new frame opens at once.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use verse_core::coordinator::{CoordError, Revision, WatchChange, WatchEvent, WatchStream};
+use verse_core::{MonoTime, SharedClock, SharedExecutor};
+
+use crate::access::{self, Answer, Query, RaftAccess};
+use crate::command::{Command, Proposal, Reply, Stamp};
+use crate::network::LocalRouter;
+use crate::state::{ChangesSince, Frame};
+use crate::storage::log_store::LogStore;
+use crate::storage::state_machine::{Replica, StateMachineStore};
+use crate::storage::{Disk, DiskError};
+use crate::types::{NodeId, Raft};
+
+/// How a voter runs. Numbers are defaults; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct VoterConfig {
+    /// This voter's Raft node id (stable across restarts; bound to its data file).
+    pub node_id: u64,
+    /// The redb file holding log, vote and snapshots.
+    pub data_path: PathBuf,
+    /// Raft heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Lower bound of the randomised election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomised election timeout.
+    pub election_timeout_max: Duration,
+    /// A snapshot is built after this many log entries since the last one.
+    pub snapshot_after_logs: u64,
+    /// Log entries kept behind a snapshot (for lagging followers).
+    pub logs_kept_after_snapshot: u64,
+    /// Bound of the replicated change log, in changes.
+    pub max_changes: usize,
+    /// How often the leader checks whether a lease is due to expire.
+    pub tick_interval: Duration,
+    /// A watch with nothing to deliver sends a progress event this often.
+    pub watch_progress_interval: Duration,
+}
+
+impl VoterConfig {
+    /// Defaults for voter `node_id` with its data in `data_path`.
+    pub fn new(node_id: u64, data_path: impl Into<PathBuf>) -> Self {
+        VoterConfig {
+            node_id,
+            data_path: data_path.into(),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            snapshot_after_logs: 5_000,
+            logs_kept_after_snapshot: 1_000,
+            max_changes: crate::state::DEFAULT_MAX_CHANGES,
+            tick_interval: Duration::from_millis(25),
+            watch_progress_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a voter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VoterError {
+    /// The data file could not be opened or read.
+    #[error("data directory: {0}")]
+    Disk(#[from] DiskError),
+    /// openraft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// The shared part of a voter, reachable from its ticker and from other voters forwarding
+/// proposals to it.
+pub(crate) struct VoterInner {
+    id: NodeId,
+    raft: Raft,
+    replica: Arc<Replica>,
+    clock: SharedClock,
+    router: LocalRouter,
+    metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    /// The Raft term this voter leads (or led last) and when it first stamped in it.
+    origin: Mutex<Option<(u64, MonoTime)>>,
+    config: VoterConfig,
+}
+
+/// A running voter. Dropping it without [`RaftVoter::shutdown`] leaves openraft's tasks to the
+/// runtime; call `shutdown` to stop them and release the data file.
+pub struct RaftVoter {
+    inner: Arc<VoterInner>,
+    cancel: CancellationToken,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for RaftVoter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftVoter").field("id", &self.inner.id).finish_non_exhaustive()
+    }
+}
+
+fn unavailable(context: &str, error: impl std::fmt::Display) -> CoordError {
+    CoordError::Unavailable(format!("{context}: {error}"))
+}
+
+impl RaftVoter {
+    /// Opens the data file, starts openraft and the lease ticker, and joins `router`.
+    ///
+    /// A fresh data file starts an uninitialised voter: call [`RaftVoter::initialize`] on one
+    /// voter of a new group. A data file written by another node id is refused.
+    pub async fn start(
+        config: VoterConfig,
+        router: &LocalRouter,
+        clock: SharedClock,
+        executor: SharedExecutor,
+    ) -> Result<RaftVoter, VoterError> {
+        let disk = Disk::open(&config.data_path, config.node_id, executor).await?;
+        let log_store = LogStore::new(disk.clone());
+        let state_machine = StateMachineStore::open(disk, config.max_changes).await?;
+        let replica = state_machine.replica();
+        let raft_config = Config {
+            cluster_name: "verse-coordinator".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            purge_batch_size: 256,
+            ..Config::default()
+        };
+        let raft_config = raft_config.validate().map_err(|e| VoterError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            router.factory(config.node_id),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| VoterError::Raft(e.to_string()))?;
+        let inner = Arc::new(VoterInner {
+            id: config.node_id,
+            metrics: raft.metrics(),
+            raft: raft.clone(),
+            replica,
+            clock,
+            router: router.clone(),
+            origin: Mutex::new(None),
+            config,
+        });
+        router.add(inner.id, raft, Arc::downgrade(&inner));
+        let cancel = CancellationToken::new();
+        let ticker = tokio::spawn(run_ticker(Arc::downgrade(&inner), cancel.clone()));
+        Ok(RaftVoter { inner, cancel, ticker: Mutex::new(Some(ticker)) })
+    }
+
+    /// This voter's Raft node id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Makes a new group of `voters` (ids as registered with the router). Idempotent: Ok
+    /// when the group already exists. Errors: `Unavailable` when openraft refuses.
+    pub async fn initialize(&self, voters: &[u64]) -> Result<(), CoordError> {
+        let members: BTreeMap<NodeId, BasicNode> =
+            voters.iter().map(|id| (*id, BasicNode::new(format!("local:{id}")))).collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(unavailable("initialize", error)),
+        }
+    }
+
+    /// Waits until the group has a leader and returns its id. Errors: `Unavailable` after
+    /// `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, CoordError> {
+        let mut metrics = self.inner.metrics.clone();
+        let waited =
+            tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+        match waited {
+            Ok(Ok(metrics)) => metrics.current_leader.ok_or_else(|| unavailable("leader", "none")),
+            Ok(Err(error)) => Err(unavailable("metrics", error)),
+            Err(_) => Err(unavailable("leader", "no Raft leader in time")),
+        }
+    }
+
+    /// The Raft leader this voter knows of.
+    pub fn current_leader(&self) -> Option<u64> {
+        self.inner.metrics.borrow().current_leader
+    }
+
+    /// Drops the replicated change log up to the current revision (watchers from before it
+    /// get a resync).
+    pub async fn compact_history(&self) -> Result<(), CoordError> {
+        self.inner.propose(Command::Compact, 0).await.map(|_| ())
+    }
+
+    /// Builds a snapshot now (and lets openraft purge the log behind it).
+    pub async fn snapshot_now(&self) -> Result<(), CoordError> {
+        self.inner.raft.trigger().snapshot().await.map_err(|e| unavailable("snapshot", e))
+    }
+
+    /// The index of the last log entry covered by a snapshot, if any.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.inner.metrics.borrow().snapshot.map(|log_id| log_id.index)
+    }
+
+    /// Stops the ticker and openraft, leaves the router, and releases the data file.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let ticker = self.ticker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(ticker) = ticker {
+            let _ = ticker.await;
+        }
+        self.inner.router.remove(self.inner.id);
+        if let Err(error) = self.inner.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown");
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How many times a proposal or query may be forwarded to the leader.
+const MAX_FORWARDS: u8 = 2;
+
+impl VoterInner {
+    /// The lease-time stamp for a proposal made now, if this voter leads.
+    fn stamp(&self) -> Option<Stamp> {
+        let term = {
+            let metrics = self.metrics.borrow();
+            if metrics.state != ServerState::Leader {
+                return None;
+            }
+            metrics.current_term
+        };
+        let now = self.clock.now();
+        let mut origin = self.origin.lock().unwrap_or_else(|e| e.into_inner());
+        let start = match *origin {
+            Some((origin_term, start)) if origin_term == term => start,
+            _ => {
+                *origin = Some((term, now));
+                now
+            }
+        };
+        let elapsed_ms =
+            u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX);
+        Some(Stamp { term, leader: self.id, elapsed_ms })
+    }
+
+    pub(crate) async fn propose(
+        &self,
+        command: Command,
+        forwards: u8,
+    ) -> Result<Reply, CoordError> {
+        let proposal = Proposal { stamp: self.stamp(), command };
+        match self.raft.client_write(proposal.clone()).await {
+            Ok(response) => response.data.map_err(CoordError::from),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                let leader = forward.leader_id.filter(|_| forwards < MAX_FORWARDS);
+                let voter = leader.and_then(|leader| self.router.voter(self.id, leader));
+                match voter {
+                    Some(voter) => Box::pin(voter.propose(proposal.command, forwards + 1)).await,
+                    None => Err(unavailable("propose", "no reachable Raft leader")),
+                }
+            }
+            Err(error) => Err(unavailable("propose", error)),
+        }
+    }
+
+    pub(crate) async fn query(&self, query: Query, forwards: u8) -> Result<Answer, CoordError> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => access::answer(&self.replica.read().state, query),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                let leader = forward.leader_id.filter(|_| forwards < MAX_FORWARDS);
+                let voter = leader.and_then(|leader| self.router.voter(self.id, leader));
+                match voter {
+                    Some(voter) => Box::pin(voter.query(query, forwards + 1)).await,
+                    None => Err(unavailable("read", "no reachable Raft leader")),
+                }
+            }
+            Err(error) => Err(unavailable("read", error)),
+        }
+    }
+
+    /// Proposes a tick if this voter leads and lease time must move (a new frame to open, or
+    /// a lease past its expiry).
+    async fn tick(&self) {
+        let Some(stamp) = self.stamp() else { return };
+        let frame = Frame { term: stamp.term, leader: stamp.leader };
+        let due = {
+            let applied = self.replica.read();
+            applied.state.frame() != Some(frame)
+                || applied
+                    .state
+                    .earliest_expiry_ms()
+                    .is_some_and(|expiry| expiry <= stamp.elapsed_ms)
+        };
+        if due && let Err(error) = self.propose(Command::Tick, MAX_FORWARDS).await {
+            tracing::debug!(%error, "lease tick not applied");
+        }
+    }
+}
+
+async fn run_ticker(voter: Weak<VoterInner>, cancel: CancellationToken) {
+    loop {
+        let Some(inner) = voter.upgrade() else { return };
+        let wake = inner.clock.now().saturating_add(inner.config.tick_interval);
+        let sleep = inner.clock.sleep_until(wake);
+        drop(inner);
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = sleep => {}
+        }
+        let Some(inner) = voter.upgrade() else { return };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = inner.tick() => {}
+        }
+    }
+}
+
+#[async_trait]
+impl RaftAccess for RaftVoter {
+    async fn propose(&self, command: Command) -> Result<Reply, CoordError> {
+        self.inner.propose(command, 0).await
+    }
+
+    async fn query(&self, query: Query) -> Result<Answer, CoordError> {
+        self.inner.query(query, 0).await
+    }
+
+    async fn watch(&self, from: Revision) -> Result<WatchStream, CoordError> {
+        Ok(watch_stream(
+            Arc::clone(&self.inner.replica),
+            from.0,
+            self.inner.clock.clone(),
+            self.inner.config.watch_progress_interval,
+        ))
+    }
+}
+
+struct Watcher {
+    replica: Arc<Replica>,
+    applied: watch::Receiver<u64>,
+    next: u64,
+    buffer: std::collections::VecDeque<WatchEvent>,
+    clock: SharedClock,
+    progress_interval: Duration,
+    failed: bool,
+}
+
+/// The change stream of this replica from revision `from`: retained changes, then live ones
+/// as they are applied; a resync when the history asked for is compacted; a progress event
+/// after `progress_interval` without changes. No task: the stream does the work when polled.
+fn watch_stream(
+    replica: Arc<Replica>,
+    from: u64,
+    clock: SharedClock,
+    progress_interval: Duration,
+) -> WatchStream {
+    let watcher = Watcher {
+        applied: replica.subscribe(),
+        replica,
+        next: from.max(1),
+        buffer: std::collections::VecDeque::new(),
+        clock,
+        progress_interval,
+        failed: false,
+    };
+    futures::stream::unfold(watcher, |mut watcher| async move {
+        loop {
+            if watcher.failed {
+                return None;
+            }
+            if let Some(event) = watcher.buffer.pop_front() {
+                return Some((Ok(event), watcher));
+            }
+            // Mark the current revision seen before reading, so no apply slips between.
+            watcher.applied.borrow_and_update();
+            let (changes, revision, resync) = {
+                let applied = watcher.replica.read();
+                let changes = applied.state.changes_since(watcher.next);
+                let resync = match changes {
+                    ChangesSince::Compacted => Some(access::snapshot(&applied.state)),
+                    ChangesSince::Changes(_) => None,
+                };
+                (changes, applied.state.revision(), resync)
+            };
+            match (changes, resync) {
+                (_, Some(Err(error))) => {
+                    watcher.failed = true;
+                    return Some((Err(error), watcher));
+                }
+                (_, Some(Ok(snapshot))) => {
+                    watcher.next = snapshot.revision.0 + 1;
+                    let event = WatchEvent { revision: snapshot.revision, change: WatchChange::Resync(Box::new(snapshot)) };
+                    return Some((Ok(event), watcher));
+                }
+                (ChangesSince::Changes(changes), None) if !changes.is_empty() => {
+                    for revisioned in changes {
+                        watcher.next = revisioned.revision + 1;
+                        for change in revisioned.changes {
+                            watcher.buffer.push_back(WatchEvent { revision: Revision(revisioned.revision), change: change.into() });
+                        }
+                    }
+                }
+                _ => {
+                    let deadline = watcher.clock.now().saturating_add(watcher.progress_interval);
+                    let sleep = watcher.clock.sleep_until(deadline);
+                    tokio::select! {
+                        changed = watcher.applied.changed() => {
+                            if changed.is_err() {
+                                // The replica is gone (voter shut down): end the stream.
+                                let error = CoordError::Unavailable("the voter stopped".into());
+                                watcher.failed = true;
+                                return Some((Err(error), watcher));
+                            }
+                        }
+                        () = sleep => {
+                            let event = WatchEvent { revision: Revision(revision), change: WatchChange::Progress };
+                            return Some((Ok(event), watcher));
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
