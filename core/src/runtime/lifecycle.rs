@@ -36,14 +36,24 @@ struct Live<T> {
     version: u64,
     /// Encoding of the last saved (or loaded) state, to save only when it changed.
     saved: Option<Bytes>,
-    /// Turns run by this activation (for latency sampling).
-    turns: u64,
     /// Method of the current (or last) turn.
     last_method: usize,
 }
 
-/// One turn in this many has its latency recorded (per activation, starting with the first).
+/// One turn in this many has its latency recorded (counted per worker thread, so short-lived
+/// activations are sampled as fairly as long-lived ones).
 const LATENCY_SAMPLE_EVERY: u64 = 16;
+
+fn sample_this_turn() -> bool {
+    thread_local! {
+        static TURNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    TURNS.with(|turns| {
+        let n = turns.get().wrapping_add(1);
+        turns.set(n);
+        n % LATENCY_SAMPLE_EVERY == 0
+    })
+}
 
 /// How serving ended.
 enum Ending {
@@ -228,7 +238,6 @@ async fn try_activate<T: Object>(
         epoch,
         version: record.as_ref().map_or(0, |r| r.version),
         saved: None,
-        turns: 0,
         last_method: 0,
     };
     if let Some(StoredObject { state: Some(bytes), .. }) = &record {
@@ -402,12 +411,10 @@ fn begin_turn<'a, T: Object>(
         }
     }
     activation.entry.metrics.methods[input.method].calls.add(1);
-    live.turns = live.turns.wrapping_add(1);
     live.last_method = input.method;
-    // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY per activation, always the
-    // first): precise clock reads and a histogram update on every turn cost more than the
-    // turn itself.
-    let sampled_start = (live.turns % LATENCY_SAMPLE_EVERY == 1).then(|| node.clock.now());
+    // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY on each worker thread): precise
+    // clock reads and a histogram update on every turn cost more than the turn itself.
+    let sampled_start = sample_this_turn().then(|| node.clock.now());
     ctx.chain = input.chain;
     ctx.deadline = input.deadline;
     ctx.caller = input.identity;
