@@ -155,6 +155,13 @@ impl LeaseTracker {
         self.tick(now);
     }
 
+    /// A keepalive could not be sent at `t_attempt` (no stream): try again an interval later.
+    pub fn on_send_failed(&mut self, t_attempt: MonoTime) {
+        self.outstanding.clear();
+        self.last_send = t_attempt;
+        self.tick(t_attempt);
+    }
+
     /// The keepalive stream broke or a send failed: answers to earlier sends will not come.
     pub fn on_failure(&mut self, now: MonoTime) {
         self.outstanding.clear();
