@@ -2,3 +2,4 @@
 //! started by the fixture on free ports.
 
 mod conformance;
+mod faults;
