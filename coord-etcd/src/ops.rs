@@ -378,14 +378,19 @@ async fn in_parallel<T>(txns: Vec<BoxedTxn<'_, T>>) -> Result<Vec<T>, CoordError
     futures::stream::iter(txns).buffered(PARALLEL_TXNS).try_collect().await
 }
 
-/// Splits requests into chunks of at most [`MAX_TXN_OPS`] distinct shards, in order (etcd
-/// refuses a transaction that writes one key twice).
-fn chunks<T>(items: &[T], shard: impl Fn(&T) -> ShardId) -> Vec<&[T]> {
+/// Nested transactions per outer claim or release transaction. etcd counts a nested
+/// transaction's operations against what the outer level leaves of `--max-txn-ops`
+/// (128 − outer operations), and a claim nests up to 4 compares or reads: 120 + 4 ≤ 128.
+const NESTED_PER_TXN: usize = MAX_TXN_OPS - 8;
+
+/// Splits requests into chunks of at most `limit` distinct shards, in order (etcd refuses a
+/// transaction that writes one key twice).
+fn chunks<T>(items: &[T], limit: usize, shard: impl Fn(&T) -> ShardId) -> Vec<&[T]> {
     let mut chunks = Vec::new();
     let mut start = 0;
     let mut seen = BTreeSet::new();
     for (i, item) in items.iter().enumerate() {
-        if i - start == MAX_TXN_OPS || !seen.insert(shard(item)) {
+        if i - start == limit || !seen.insert(shard(item)) {
             chunks.push(&items[start..i]);
             start = i;
             seen.clear();
@@ -650,7 +655,7 @@ impl Coordinator for EtcdCoordinator {
         let my_key = inner.keys.election(lease);
         let revision = i64::try_from(term.0).unwrap_or(i64::MAX);
         let mut txns: Vec<BoxedTxn<'_, ()>> = Vec::new();
-        for batch in chunks(&writes, |w| w.shard) {
+        for batch in chunks(&writes, MAX_TXN_OPS, |w| w.shard) {
             let ops: Vec<TxnOp> = batch
                 .iter()
                 .map(|w| match &w.target {
@@ -680,7 +685,7 @@ impl Coordinator for EtcdCoordinator {
             check_shard(claim.shard, &config)?;
         }
         let mut txns: Vec<BoxedTxn<'_, Vec<ClaimOutcome>>> = Vec::new();
-        for batch in chunks(&claims, |c| c.shard) {
+        for batch in chunks(&claims, NESTED_PER_TXN, |c| c.shard) {
             txns.push(Box::pin(inner.claim_chunk(&me, lease, &config, batch)));
         }
         let results = in_parallel(txns).await?;
@@ -698,7 +703,7 @@ impl Coordinator for EtcdCoordinator {
             check_shard(release.shard, &config)?;
         }
         let mut txns: Vec<BoxedTxn<'_, Vec<ReleaseOutcome>>> = Vec::new();
-        for batch in chunks(&releases, |r| r.shard) {
+        for batch in chunks(&releases, NESTED_PER_TXN, |r| r.shard) {
             txns.push(Box::pin(inner.release_chunk(&me, batch)));
         }
         let results = in_parallel(txns).await?;
@@ -737,11 +742,15 @@ mod tests {
     #[test]
     fn chunks_split_at_the_limit_and_on_repeated_shards() {
         let shards: Vec<ShardId> = (0..300).map(ShardId).collect();
-        let sizes: Vec<usize> = chunks(&shards, |s| *s).iter().map(|c| c.len()).collect();
+        let sizes: Vec<usize> =
+            chunks(&shards, MAX_TXN_OPS, |s| *s).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![128, 128, 44]);
+        let sizes: Vec<usize> =
+            chunks(&shards, NESTED_PER_TXN, |s| *s).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![120, 120, 60]);
         let repeated = [ShardId(1), ShardId(2), ShardId(1), ShardId(3)];
-        let sizes: Vec<usize> = chunks(&repeated, |s| *s).iter().map(|c| c.len()).collect();
+        let sizes: Vec<usize> = chunks(&repeated, 8, |s| *s).iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![2, 2]);
-        assert!(chunks(&[] as &[ShardId], |s| *s).is_empty());
+        assert!(chunks(&[] as &[ShardId], 8, |s| *s).is_empty());
     }
 }
