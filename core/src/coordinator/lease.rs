@@ -279,6 +279,18 @@ mod tests {
     }
 
     #[test]
+    fn failed_send_waits_an_interval_and_keeps_the_proof() {
+        let mut lease = tracker(3 * SEC, at(0));
+        lease.on_sent(at(833));
+        lease.on_send_failed(at(900));
+        assert!(!lease.should_send(at(1000)), "no retry storm");
+        assert!(lease.should_send(at(900 + 834)));
+        assert_eq!(lease.state(), LeaseState::Proven);
+        lease.on_success(3 * SEC, at(1000));
+        assert_eq!(lease.status().valid_until, at(2470), "the failed send's answer never counts");
+    }
+
+    #[test]
     fn lost_is_final() {
         let mut lease = tracker(SEC, at(0));
         lease.on_lost();
