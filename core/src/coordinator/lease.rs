@@ -155,6 +155,13 @@ impl LeaseTracker {
         self.tick(now);
     }
 
+    /// A keepalive could not be sent at `t_attempt` (no stream): try again an interval later.
+    pub fn on_send_failed(&mut self, t_attempt: MonoTime) {
+        self.outstanding.clear();
+        self.last_send = t_attempt;
+        self.tick(t_attempt);
+    }
+
     /// The keepalive stream broke or a send failed: answers to earlier sends will not come.
     pub fn on_failure(&mut self, now: MonoTime) {
         self.outstanding.clear();
@@ -269,6 +276,18 @@ mod tests {
         // Answer processed long after the proof it carries ran out: stays unproven.
         lease.on_success(SEC, at(5000));
         assert_eq!(lease.state(), LeaseState::Unproven);
+    }
+
+    #[test]
+    fn failed_send_waits_an_interval_and_keeps_the_proof() {
+        let mut lease = tracker(3 * SEC, at(0));
+        lease.on_sent(at(833));
+        lease.on_send_failed(at(900));
+        assert!(!lease.should_send(at(1000)), "no retry storm");
+        assert!(lease.should_send(at(900 + 834)));
+        assert_eq!(lease.state(), LeaseState::Proven);
+        lease.on_success(3 * SEC, at(1000));
+        assert_eq!(lease.status().valid_until, at(2470), "the failed send's answer never counts");
     }
 
     #[test]

@@ -127,8 +127,11 @@ async fn is_member(client: &impl Coordinator, id: &str) -> Option<MemberRecord> 
 
 async fn wait_lease_state(client: &impl Coordinator, state: LeaseState) {
     let mut status = client.lease_status();
-    let waited = tokio::time::timeout(PATIENCE, status.wait_for(|s| s.state == state)).await;
-    assert!(waited.is_ok(), "lease never became {state:?}: {:?}", *client.lease_status().borrow());
+    // Drop the borrow `wait_for` returns at once: holding it blocks the keepalive's updates.
+    let waited = tokio::time::timeout(PATIENCE, status.wait_for(|s| s.state == state))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(waited, "lease never became {state:?}: {:?}", *client.lease_status().borrow());
 }
 
 /// The next event that is not a progress notification.
@@ -287,8 +290,9 @@ pub async fn short_blip_keeps_lease<F: CoordinatorFactory>(factory: &F) {
         PATIENCE,
         status.wait_for(|s| s.state == LeaseState::Proven && s.valid_until > valid_until),
     )
-    .await;
-    assert!(renewed.is_ok(), "keepalives resumed after the blip");
+    .await
+    .is_ok_and(|r| r.is_ok());
+    assert!(renewed, "keepalives resumed after the blip");
     assert_eq!(holder.lease_status().borrow().incarnation, Some(record.incarnation));
     assert_eq!(is_member(&observer, "n1").await, Some(record), "same record, same incarnation");
 }
