@@ -6,6 +6,7 @@
 //! backend (a test in `verse-tests` enforces it).
 
 pub mod clock;
+pub mod cluster;
 pub mod coordinator;
 pub mod epoch;
 pub mod executor;
@@ -17,8 +18,10 @@ pub mod shardmap;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transport;
 
 pub use clock::{Clock, ManualClock, MonoTime, SharedClock, SystemClock};
+pub use cluster::{ClusterError, ClusterNode, ClusterOptions};
 pub use coordinator::{CoordError, Coordinator};
 pub use epoch::Epoch;
 pub use executor::{BlockingExecutor, InlineExecutor, SharedExecutor, TokioBlockingExecutor};
@@ -27,6 +30,7 @@ pub use rng::RandomSource;
 pub use shard::{DEFAULT_SHARD_COUNT, Placement, ShardId};
 pub use shardmap::{Incarnation, MemberId, Move, OwnerRecord, ShardEntry, ShardMap, TargetRecord};
 pub use store::{FenceKey, MemoryStore, StateStore, StoreError};
+pub use transport::{RemoteCall, Transport};
 pub mod context;
 pub mod error;
 pub mod object;

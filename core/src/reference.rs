@@ -71,6 +71,7 @@ impl RawRef {
             chain: if one_way { None } else { self.caller.chain.clone() },
             identity: self.caller.identity.clone(),
             one_way,
+            forward: true,
         }
     }
 

@@ -1,4 +1,5 @@
 //! Verse's cross-crate integration tests: one binary, one module per concern.
 
+mod cluster;
 mod counter_example;
 mod dependency_rules;

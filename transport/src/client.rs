@@ -337,3 +337,47 @@ where
         Box::pin(async move { connect.await.map(TokioIo::new).map_err(Into::into) })
     }
 }
+
+/// The core's [`Transport`](verse_core::Transport): remote calls, creates and deletes through
+/// the pooled channels, classified by the retry rule as [`NodeClient::call`] documents.
+#[async_trait::async_trait]
+impl verse_core::Transport for NodeClient {
+    async fn call(
+        &self,
+        peer: &str,
+        call: verse_core::RemoteCall,
+    ) -> Result<EncodedMessage, CallError> {
+        let outgoing = OutgoingCall {
+            object_type: call.object_type,
+            id: call.id,
+            method: call.method,
+            request: call.request,
+            deadline: call.deadline,
+            chain: call.chain,
+            identity: call.identity,
+            call_id: None,
+            one_way: call.one_way,
+        };
+        NodeClient::call(self, peer, outgoing).await
+    }
+
+    async fn create(
+        &self,
+        peer: &str,
+        object_type: &str,
+        id: &str,
+        deadline: MonoTime,
+    ) -> Result<(), CallError> {
+        NodeClient::create(self, peer, object_type, id, deadline).await
+    }
+
+    async fn delete(
+        &self,
+        peer: &str,
+        object_type: &str,
+        id: &str,
+        deadline: MonoTime,
+    ) -> Result<(), CallError> {
+        NodeClient::delete(self, peer, object_type, id, deadline).await
+    }
+}

@@ -121,6 +121,17 @@ pub(crate) enum Phase {
 pub(crate) enum DeactivateReason {
     Idle,
     Shutdown,
+    /// The shard is handed off: save, and bounce queued work unstarted (`NotServed`).
+    Handoff,
+    /// Ownership was lost: drop the state unsaved, bounce queued work unstarted.
+    Discard,
+}
+
+impl DeactivateReason {
+    /// Whether the activation ends at once, without waiting to be idle.
+    fn is_forced(self) -> bool {
+        self != DeactivateReason::Idle
+    }
 }
 
 /// The call whose turn is running.
@@ -248,6 +259,8 @@ pub(crate) struct ActivationShared {
     mailbox: Mutex<Mailbox>,
     poisoned: AtomicBool,
     gone: AtomicBool,
+    /// A deactivation save failed (a handoff must not release the shard).
+    save_failed: AtomicBool,
     owned: Mutex<Option<Box<Owned>>>,
 }
 
@@ -281,6 +294,7 @@ impl ActivationShared {
             }),
             poisoned: AtomicBool::new(false),
             gone: AtomicBool::new(false),
+            save_failed: AtomicBool::new(false),
             owned: Mutex::new(None),
         }
     }
@@ -343,11 +357,35 @@ impl ActivationShared {
         true
     }
 
-    /// Asks the activation to deactivate at its next dequeue.
+    /// Asks the activation to deactivate at its next dequeue. A forced reason replaces an
+    /// idle one.
     pub(crate) fn request_deactivation(&self, reason: DeactivateReason) {
         let mut mailbox = self.lock();
-        mailbox.deactivate.get_or_insert(reason);
+        match mailbox.deactivate {
+            Some(current) if current.is_forced() => {}
+            _ => mailbox.deactivate = Some(reason),
+        }
         mailbox.wake();
+    }
+
+    /// Poisons the running turn now (handoff timeout, lease loss): it is dropped at its next
+    /// poll and nothing is saved.
+    pub(crate) fn poison_now(&self) {
+        self.poisoned.store(true, Ordering::Release);
+        let mailbox = self.lock();
+        if let Some(waker) = &mailbox.waker {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Records that a deactivation save failed.
+    pub(crate) fn set_save_failed(&self) {
+        self.save_failed.store(true, Ordering::Release);
+    }
+
+    /// Whether a deactivation save failed.
+    pub(crate) fn save_failed(&self) -> bool {
+        self.save_failed.load(Ordering::Acquire)
     }
 
     /// The wheel visits this activation: expire calls, poison an overlong turn, start idle
@@ -477,8 +515,7 @@ impl ActivationShared {
             // task (to poison a turn) without a waker of its own.
             mailbox.set_waker(cx.waker());
             if let Some(reason) = mailbox.deactivate {
-                let shutting_down = reason == DeactivateReason::Shutdown;
-                if shutting_down || mailbox.is_idle() {
+                if reason.is_forced() || mailbox.is_idle() {
                     mailbox.deactivate = None;
                     mailbox.phase = Phase::Deactivating;
                     return Poll::Ready(Next::Deactivate(reason));

@@ -70,16 +70,29 @@ async fn run<T: Object>(node: Arc<NodeShared>, activation: Arc<ActivationShared>
         let Some(mut live) = Box::pin(activate::<T>(&node, &activation)).await else { return };
         let ending = serve::<T>(&node, &activation, &mut live).await;
         let stopping = matches!(ending, Ending::Deactivate(DeactivateReason::Shutdown));
+        // A shard leaving this node: queued calls go back unstarted for the router to resend
+        // to the shard's next owner, and the slot must not come back here.
+        let leaving = matches!(ending, Ending::Deactivate(DeactivateReason::Handoff))
+            || matches!(ending, Ending::Discard);
         Box::pin(deactivate::<T>(&node, &activation, live, ending)).await;
         if stopping {
             for work in activation.drain() {
                 work.bounce(CallError::ShuttingDown);
             }
         }
-        if !activation.finish_deactivation(&node, !stopping) {
+        if leaving {
+            for work in activation.drain() {
+                work.bounce(not_served(&activation));
+            }
+        }
+        if !activation.finish_deactivation(&node, !stopping && !leaving) {
             return;
         }
     }
+}
+
+fn not_served(activation: &ActivationShared) -> CallError {
+    CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None }
 }
 
 fn root_context(node: &Arc<NodeShared>, activation: &Arc<ActivationShared>) -> CallContext {
@@ -319,6 +332,7 @@ async fn serve<T: Object>(
                 continue;
             }
             Next::Delete(reply) => return Ending::Delete(reply),
+            Next::Deactivate(DeactivateReason::Discard) => return Ending::Discard,
             Next::Deactivate(reason) => return Ending::Deactivate(reason),
             Next::Save => None,
         };
@@ -403,11 +417,9 @@ fn begin_turn<'a, T: Object>(
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
             if let Some(reply) = activation.finish_running(input.started) {
-                let error =
-                    CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
-                let _ = reply.send(Reply::Bounced(input.payload, error));
+                let _ = reply.send(Reply::Bounced(input.payload, not_served(activation)));
             }
-            return Err(Ending::Deactivate(DeactivateReason::Shutdown));
+            return Err(Ending::Deactivate(DeactivateReason::Handoff));
         }
     }
     activation.entry.metrics.methods[input.method].calls.add(1);
@@ -485,9 +497,7 @@ async fn deactivate<T: Object>(
     let discard = matches!(ending, Ending::Discard);
     if discard {
         for work in activation.drain() {
-            let error =
-                CallError::NotServed { shard: activation.table_shard, epoch: None, hint: None };
-            work.bounce(error);
+            work.bounce(not_served(activation));
         }
     } else {
         let ctx = root_context(node, activation);
@@ -501,7 +511,9 @@ async fn deactivate<T: Object>(
             let _ = reply.send(result);
         }
         Ending::Deactivate(_) => {
-            let _ = save::<T>(node, activation, &mut live, false).await;
+            if save::<T>(node, activation, &mut live, false).await.is_err() {
+                activation.set_save_failed();
+            }
         }
         Ending::Discard => {}
     }

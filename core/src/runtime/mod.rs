@@ -5,6 +5,7 @@ pub(crate) mod activation;
 mod lifecycle;
 mod metrics;
 pub(crate) mod ownership;
+mod remote;
 pub(crate) mod timer;
 pub(crate) mod wheel;
 
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -23,9 +24,12 @@ use tokio_util::task::TaskTracker;
 use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
 use self::metrics::TypeMetrics;
 use self::ownership::{Location, Ownership};
+pub(crate) use self::remote::ControlKind;
+use self::remote::{Elsewhere, ElsewhereCall};
 pub use self::timer::TimerHandle;
 use self::wheel::Wheel;
 use crate::clock::{MonoTime, SharedClock, SystemClock};
+use crate::cluster::routes::Routes;
 use crate::context::{CallChain, CallerIdentity, check_chain};
 use crate::error::CallError;
 use crate::executor::{SharedExecutor, TokioBlockingExecutor};
@@ -205,6 +209,9 @@ pub(crate) struct CallRequest<'a> {
     pub(crate) chain: Option<Arc<CallChain>>,
     pub(crate) identity: Option<Arc<CallerIdentity>>,
     pub(crate) one_way: bool,
+    /// Whether the router may send the call to another node (false for calls that arrived
+    /// from another node: they bounce with `NotServed` instead of hopping again).
+    pub(crate) forward: bool,
 }
 
 /// A shard's activation slots, keyed by the activation's own id (one pointer per entry: an
@@ -249,6 +256,11 @@ pub(crate) struct NodeShared {
     pub(crate) wheel: Wheel,
     pub(crate) tasks: TaskTracker,
     pub(crate) shutdown: CancellationToken,
+    /// Whether ownership comes from a cluster (set at build time).
+    pub(crate) clustered: bool,
+    /// Routes to other nodes, once the cluster runtime started (read only off the local
+    /// hot path, after an ownership check refused).
+    pub(crate) cluster: OnceLock<Arc<Routes>>,
 }
 
 impl fmt::Debug for NodeShared {
@@ -386,6 +398,7 @@ impl NodeShared {
                 reply: reply_tx,
             };
             let mut work = Work::Call(envelope);
+            let mut refused = None;
             // Fast path: the reference's cached activation, while it lives.
             if let Some(cache) = request.cache {
                 let pushed = cache.with(|activation| {
@@ -395,7 +408,7 @@ impl NodeShared {
                     )
                 });
                 match pushed {
-                    Some(Err(error)) => return Err(error),
+                    Some(Err(error)) => refused = Some(error),
                     Some(Ok(Ok(()))) => {}
                     Some(Ok(Err(PushError::Gone(returned)))) => work = returned,
                     Some(Ok(Err(PushError::Full))) => {
@@ -404,15 +417,51 @@ impl NodeShared {
                     None => {}
                 }
             }
-            if !matches!(work, Work::Nothing) {
+            if refused.is_none() && !matches!(work, Work::Nothing) {
                 let location = match &location {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
-                self.ownership.check(&location.fence, &*self.clock)?;
-                let activation = self.enqueue(entry, request.id, location, work)?;
-                if let Some(cache) = request.cache {
-                    cache.set(activation);
+                match self.ownership.check(&location.fence, &*self.clock) {
+                    Ok(_) => {
+                        let activation = self.enqueue(entry, request.id, location, work)?;
+                        if let Some(cache) = request.cache {
+                            cache.set(activation);
+                        }
+                        work = Work::Nothing;
+                    }
+                    Err(error) => refused = Some(error),
+                }
+            }
+            if let Some(error) = refused {
+                // Not served here: in a cluster, another node serves it (or this one soon).
+                let routes = match self.cluster.get() {
+                    Some(routes) if matches!(error, CallError::NotServed { .. }) => routes,
+                    _ => return Err(error),
+                };
+                let Work::Call(envelope) = work else { return Err(error) };
+                let location = match &location {
+                    Some(location) => location,
+                    None => location.insert(self.locate(request.id)?),
+                };
+                let call = ElsewhereCall {
+                    entry,
+                    method,
+                    id: request.id,
+                    location,
+                    chain: request.chain.as_ref(),
+                    identity: request.identity.as_ref(),
+                    one_way: request.one_way,
+                    forward: request.forward,
+                    deadline,
+                };
+                match Box::pin(self.call_elsewhere(routes, call, envelope.payload)).await {
+                    Elsewhere::Done(result) => return result,
+                    Elsewhere::Local(returned) => {
+                        payload = returned;
+                        attempt += 1;
+                        continue;
+                    }
                 }
             }
             let Some(reply_rx) = reply_rx else {
@@ -459,7 +508,8 @@ impl NodeShared {
         self: &Arc<Self>,
         object_type: &str,
         id: &str,
-        make: fn(oneshot::Sender<Result<(), CallError>>) -> Work,
+        kind: ControlKind,
+        forward: bool,
     ) -> Result<(), CallError> {
         let target = self.type_target(object_type);
         let entry = self.known(&target)?;
@@ -468,9 +518,26 @@ impl NodeShared {
         let mut attempt = 0;
         let deadline = self.clock.now() + self.config.default_deadline;
         loop {
-            self.ownership.check(&location.fence, &*self.clock)?;
+            if let Err(error) = self.ownership.check(&location.fence, &*self.clock) {
+                let routes = match self.cluster.get() {
+                    Some(routes) if matches!(error, CallError::NotServed { .. }) => routes,
+                    _ => return Err(error),
+                };
+                let done = Box::pin(
+                    self.control_elsewhere(routes, entry, &id, &location, kind, forward, deadline),
+                )
+                .await;
+                match done {
+                    Some(result) => return result,
+                    None => continue,
+                }
+            }
             let (tx, rx) = oneshot::channel();
-            self.enqueue(entry, &id, &location, make(tx))?;
+            let work = match kind {
+                ControlKind::Create => Work::Create(tx),
+                ControlKind::Delete => Work::Delete(tx),
+            };
+            self.enqueue(entry, &id, &location, work)?;
             match rx.await {
                 Ok(Err(error)) if error.provably_not_started() && self.clock.now() < deadline => {
                     attempt += 1;
@@ -501,6 +568,7 @@ pub struct NodeBuilder {
     rng: Option<RandomSource>,
     executor: Option<SharedExecutor>,
     store: Option<Arc<dyn StateStore>>,
+    clustered: bool,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -519,7 +587,16 @@ impl NodeBuilder {
             rng: None,
             executor: None,
             store: None,
+            clustered: false,
         }
+    }
+
+    /// Builds a node for a cluster: it serves nothing until a
+    /// [`ClusterNode`](crate::cluster::ClusterNode) started on it claims shards and proves
+    /// its lease. Without this option the node owns every shard on its own.
+    pub fn clustered(mut self) -> Self {
+        self.clustered = true;
+        self
     }
 
     /// Registers `T` with default options.
@@ -582,7 +659,11 @@ impl NodeBuilder {
         });
         let shared = Arc::new(NodeShared {
             wheel: Wheel::new(config.tick),
-            ownership: Ownership::local_all(config.shard_count),
+            ownership: if self.clustered {
+                Ownership::cluster(config.shard_count)
+            } else {
+                Ownership::local_all(config.shard_count)
+            },
             tables: (0..config.shard_count).map(|_| Mutex::new(HashSet::new())).collect(),
             config,
             clock,
@@ -592,6 +673,8 @@ impl NodeBuilder {
             types,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            clustered: self.clustered,
+            cluster: OnceLock::new(),
         });
         let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
         Ok(Node { shared, ticker: Mutex::new(Some(ticker)) })
@@ -656,18 +739,23 @@ impl Node {
             chain,
             identity: call.identity.map(Arc::new),
             one_way: call.one_way,
+            forward: false,
         };
         Ok(self.shared.call(request).await?.into_encoded())
     }
 
-    /// Serves a `create` that arrived over a transport.
+    /// Serves a `create` that arrived over a transport (never forwarded to another node).
     pub async fn serve_create(&self, object_type: &str, id: &str) -> Result<(), CallError> {
-        self.client().create(object_type, id).await
+        self.shared.control(object_type, id, ControlKind::Create, false).await
     }
 
-    /// Serves a `delete` that arrived over a transport.
+    /// Serves a `delete` that arrived over a transport (never forwarded to another node).
     pub async fn serve_delete(&self, object_type: &str, id: &str) -> Result<(), CallError> {
-        self.client().delete(object_type, id).await
+        self.shared.control(object_type, id, ControlKind::Delete, false).await
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
     }
 
     /// A root client calling through this node.
@@ -812,13 +900,13 @@ impl Client {
     /// Creates object `id` of `object_type` (idempotent for the same type; `TypeMismatch` for
     /// another). Activates it.
     pub async fn create(&self, object_type: &str, id: &str) -> Result<(), CallError> {
-        self.node.control(object_type, id, Work::Create).await
+        self.node.control(object_type, id, ControlKind::Create, true).await
     }
 
     /// Deletes object `id`: deactivates it and leaves a tombstone. Succeeds for absent
     /// objects; `TypeMismatch` if it has another type.
     pub async fn delete(&self, object_type: &str, id: &str) -> Result<(), CallError> {
-        self.node.control(object_type, id, Work::Delete).await
+        self.node.control(object_type, id, ControlKind::Delete, true).await
     }
 
     /// A fresh object id for `object_type`: `<Type>-<32 hex digits>` from the node's random

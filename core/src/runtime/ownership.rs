@@ -7,9 +7,10 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, MonoTime};
 use crate::epoch::Epoch;
 use crate::error::CallError;
+use crate::shard::ShardId;
 use crate::store::FenceKey;
 
 /// Where an object is served: its fence key and the per-shard table that holds its slot.
@@ -51,6 +52,49 @@ impl Ownership {
             lease_valid_until: AtomicU64::new(u64::MAX),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// A cluster source: nothing served and the lease unproven until the cluster runtime
+    /// says otherwise.
+    pub(crate) fn cluster(shard_count: u32) -> Self {
+        let none = |_| AtomicU64::new(0);
+        Ownership {
+            generation: AtomicU64::new(1),
+            shards: (0..shard_count).map(none).collect(),
+            fenced: (0..shard_count).map(none).collect(),
+            node_counter: AtomicU64::new(0),
+            node_fenced: AtomicU64::new(0),
+            lease_valid_until: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts serving `shard` at `epoch` (the store fence is already raised to it).
+    pub(crate) fn serve(&self, shard: ShardId, epoch: Epoch) {
+        self.generation.store(epoch.generation, Ordering::Release);
+        self.fenced[shard.0 as usize].fetch_max(epoch.counter, Ordering::AcqRel);
+        self.shards[shard.0 as usize].store(epoch.counter, Ordering::Release);
+    }
+
+    /// Stops admitting anything for `shard`.
+    pub(crate) fn stop_serving(&self, shard: ShardId) {
+        self.shards[shard.0 as usize].store(0, Ordering::Release);
+    }
+
+    /// Serves the objects pinned to this node at `epoch` (the incarnation's epoch).
+    pub(crate) fn serve_node(&self, epoch: Epoch) {
+        self.generation.store(epoch.generation, Ordering::Release);
+        self.node_counter.store(epoch.counter, Ordering::Release);
+    }
+
+    /// Stops serving the objects pinned to this node.
+    pub(crate) fn stop_serving_node(&self) {
+        self.node_counter.store(0, Ordering::Release);
+    }
+
+    /// Sets the instant (node clock) until which the lease is proven.
+    pub(crate) fn set_lease_valid_until(&self, valid_until: MonoTime) {
+        self.lease_valid_until.store(valid_until.as_nanos(), Ordering::Release);
     }
 
     fn counter(&self, key: &FenceKey) -> &AtomicU64 {
@@ -110,7 +154,6 @@ impl Ownership {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::ShardId;
 
     #[test]
     fn local_source_owns_everything_until_stopped() {
@@ -124,5 +167,23 @@ mod tests {
         assert!(ownership.is_fenced(&key, Epoch::new(1, 1)));
         ownership.stop();
         assert_eq!(ownership.check(&key, &now), Err(CallError::ShuttingDown));
+    }
+
+    #[test]
+    fn cluster_source_serves_only_what_it_was_given_while_the_lease_holds() {
+        let ownership = Ownership::cluster(4);
+        let clock = crate::clock::ManualClock::new();
+        let key = FenceKey::Shard(ShardId(2));
+        assert!(matches!(ownership.check(&key, &clock), Err(CallError::NotServed { .. })));
+        ownership.set_lease_valid_until(clock.now() + std::time::Duration::from_secs(3));
+        assert!(matches!(ownership.check(&key, &clock), Err(CallError::NotServed { .. })));
+        ownership.serve(ShardId(2), Epoch::new(1, 7));
+        assert_eq!(ownership.check(&key, &clock), Ok(Epoch::new(1, 7)));
+        assert!(ownership.is_fenced(&key, Epoch::new(1, 7)));
+        clock.advance(std::time::Duration::from_secs(3));
+        assert!(matches!(ownership.check(&key, &clock), Err(CallError::NotServed { .. })));
+        ownership.set_lease_valid_until(clock.now() + std::time::Duration::from_secs(3));
+        ownership.stop_serving(ShardId(2));
+        assert!(matches!(ownership.check(&key, &clock), Err(CallError::NotServed { .. })));
     }
 }

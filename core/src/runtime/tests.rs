@@ -759,3 +759,197 @@ async fn incoming_calls_carry_deadline_and_chain() {
     assert!(matches!(expired, Err(CallError::DeadlineExceeded { .. })));
     h.node.shutdown().await;
 }
+
+/// The router's cluster side on the `mockall` coordinator and a scripted transport.
+mod routing {
+    use std::collections::VecDeque;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::cluster::routes::Routes;
+    use crate::coordinator::{
+        ClusterConfig, ClusterSnapshot, ClusterView, MemberFlags, MemberRecord, MemberRole,
+        MockCoordinator, Revision,
+    };
+    use crate::epoch::Epoch;
+    use crate::runtime::IncomingCall;
+    use crate::shardmap::{Incarnation, OwnerRecord, ShardEntry, ShardMap, TargetRecord};
+    use crate::transport::{RemoteCall, Transport};
+
+    /// Answers calls from a script and records the peers called.
+    #[derive(Default)]
+    struct ScriptedTransport {
+        answers: Mutex<VecDeque<Result<EncodedMessage, CallError>>>,
+        peers: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Transport for ScriptedTransport {
+        async fn call(&self, peer: &str, _call: RemoteCall) -> Result<EncodedMessage, CallError> {
+            self.peers.lock().unwrap().push(peer.to_owned());
+            self.answers.lock().unwrap().pop_front().unwrap_or(Err(CallError::ShuttingDown))
+        }
+        async fn create(&self, peer: &str, _: &str, _: &str, _: MonoTime) -> Result<(), CallError> {
+            self.peers.lock().unwrap().push(peer.to_owned());
+            Ok(())
+        }
+        async fn delete(&self, peer: &str, _: &str, _: &str, _: MonoTime) -> Result<(), CallError> {
+            self.peers.lock().unwrap().push(peer.to_owned());
+            Ok(())
+        }
+    }
+
+    fn member(id: &str) -> MemberRecord {
+        MemberRecord {
+            id: id.into(),
+            incarnation: Incarnation(1),
+            addresses: vec![format!("{id}:1")],
+            role: MemberRole::Node,
+            version: String::new(),
+            start_time_unix_ms: 0,
+            flags: MemberFlags::default(),
+        }
+    }
+
+    fn owned_by(shard: crate::shard::ShardId, node: &str) -> ShardEntry {
+        ShardEntry {
+            shard,
+            target: Some(TargetRecord::planned(node)),
+            owner: Some(OwnerRecord {
+                node: node.into(),
+                incarnation: Incarnation(1),
+                epoch: Epoch::new(1, 2),
+                released: false,
+            }),
+        }
+    }
+
+    /// A clustered node that serves nothing, with every shard owned by `b` in its view.
+    fn clustered(
+        coordinator: MockCoordinator,
+        transport: Arc<ScriptedTransport>,
+    ) -> (Node, Arc<Routes>) {
+        let clock = SystemClock::shared();
+        let store = MemoryStore::new(clock.clone(), Duration::from_secs(3600), false);
+        let node = NodeBuilder::new(NodeConfig { shard_count: 64, ..NodeConfig::default() })
+            .clustered()
+            .clock(clock)
+            .store(Arc::new(store))
+            .object::<Probe>()
+            .start()
+            .unwrap();
+        let mut map = ShardMap::new(64);
+        for shard in 0..64 {
+            let entry = owned_by(crate::shard::ShardId(shard), "b");
+            map.set_target(entry.shard, entry.target);
+            map.set_owner(entry.shard, entry.owner);
+        }
+        let view = ClusterView::new(ClusterSnapshot {
+            revision: Revision(1),
+            config: ClusterConfig { shard_count: 64, generation: 1 },
+            members: ["a", "b", "c"].iter().map(|m| (MemberId::from(*m), member(m))).collect(),
+            leader: None,
+            map,
+            pins: Default::default(),
+        });
+        let routes = Arc::new(Routes::new("node-1".into(), transport, Arc::new(coordinator)));
+        routes.publish(Arc::new(view));
+        node.shared().cluster.set(routes.clone()).unwrap();
+        (node, routes)
+    }
+
+    use crate::shardmap::MemberId;
+
+    fn answer(value: i64) -> EncodedMessage {
+        EncodedMessage::pack(&Num { value, route: "remote".into() })
+    }
+
+    #[tokio::test]
+    async fn calls_go_to_the_owner_and_after_refusals_to_the_re_read_owner() {
+        let transport = Arc::new(ScriptedTransport::default());
+        transport.answers.lock().unwrap().extend([
+            Err(CallError::NotServed { shard: 0, epoch: None, hint: None }),
+            Err(CallError::NotDelivered { peer: "b:1".into(), reason: "refused".into() }),
+            Ok(answer(42)),
+        ]);
+        let mut coordinator = MockCoordinator::new();
+        coordinator.expect_read_entry().times(1).returning(|shard| Ok(owned_by(shard, "c")));
+        let (node, _routes) = clustered(coordinator, transport.clone());
+        let value = node.client().get::<Probe>("x").add(1).await.unwrap();
+        assert_eq!(value, 42);
+        assert_eq!(*transport.peers.lock().unwrap(), ["b:1", "b:1", "c:1"]);
+        assert!(!node.is_active("x"), "nothing runs on a node that does not own the shard");
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_call_that_may_have_run_is_not_resent() {
+        let transport = Arc::new(ScriptedTransport::default());
+        let unknown = CallError::OutcomeUnknown { id: "x".into(), reason: "reset".into() };
+        transport.answers.lock().unwrap().extend([Err(unknown.clone()), Ok(answer(1))]);
+        let (node, _routes) = clustered(MockCoordinator::new(), transport.clone());
+        let result = node.client().get::<Probe>("x").add(1).await;
+        assert_eq!(result, Err(unknown));
+        assert_eq!(transport.peers.lock().unwrap().len(), 1);
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn incoming_calls_bounce_with_a_hint_instead_of_hopping_again() {
+        let transport = Arc::new(ScriptedTransport::default());
+        let (node, _routes) = clustered(MockCoordinator::new(), transport.clone());
+        let call = IncomingCall {
+            object_type: "Probe".into(),
+            id: "x".into(),
+            method: "Add".into(),
+            request: answer(1),
+            remaining: Duration::from_secs(5),
+            chain: Vec::new(),
+            identity: None,
+            one_way: false,
+        };
+        let result = node.serve_incoming(call).await;
+        assert!(
+            matches!(&result, Err(CallError::NotServed { hint: Some(hint), .. }) if hint == "b"),
+            "{result:?}"
+        );
+        assert!(transport.peers.lock().unwrap().is_empty());
+        // Create and delete are idempotent and routed the same way.
+        node.client().create("Probe", "y").await.unwrap();
+        assert_eq!(*transport.peers.lock().unwrap(), ["b:1"]);
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_target_holds_calls_until_it_serves() {
+        let transport = Arc::new(ScriptedTransport::default());
+        let (node, routes) = clustered(MockCoordinator::new(), transport.clone());
+        // The view now names this node target of every shard: calls wait here.
+        let mut map = ShardMap::new(64);
+        for shard in 0..64 {
+            map.set_target(crate::shard::ShardId(shard), Some(TargetRecord::planned("node-1")));
+        }
+        routes.publish(Arc::new(ClusterView::new(ClusterSnapshot {
+            revision: Revision(2),
+            config: ClusterConfig { shard_count: 64, generation: 1 },
+            members: ["node-1"].iter().map(|m| (MemberId::from(*m), member(m))).collect(),
+            leader: None,
+            map,
+            pins: Default::default(),
+        })));
+        let client = node.client();
+        let held = tokio::spawn(async move { client.get::<Probe>("x").add(5).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!held.is_finished(), "the call is held, not bounced");
+        let shared = node.shared();
+        let shard = crate::runtime::shard_of(&node, "x").unwrap();
+        shared.ownership.set_lease_valid_until(shared.clock.now() + Duration::from_secs(60));
+        shared.ownership.serve(shard, Epoch::new(1, 3));
+        routes.bump();
+        assert_eq!(held.await.unwrap(), Ok(5));
+        assert!(transport.peers.lock().unwrap().is_empty());
+        node.shutdown().await;
+    }
+}

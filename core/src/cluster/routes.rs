@@ -1,0 +1,221 @@
+//! Where to send a call for a shard this node does not serve: the route table the cluster
+//! runtime keeps current from the coordinator's view, read by the router only off the local
+//! hot path (after [`Ownership::check`](crate::runtime) refused).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::watch;
+
+use crate::coordinator::{ClusterView, Coordinator, MemberRecord};
+use crate::shard::ShardId;
+use crate::shardmap::{MemberId, ShardEntry};
+use crate::transport::Transport;
+
+/// Where a call for a shard goes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Another node serves the shard, or will (its target): send it there.
+    Remote {
+        /// The node.
+        node: MemberId,
+        /// Its advertised node-protocol address.
+        address: String,
+    },
+    /// This node is (or is about to be) the shard's owner: hold the call until it serves.
+    Hold,
+    /// Nobody to send it to yet (no live owner or target): refresh and wait.
+    Unknown,
+}
+
+/// The shared route table of a clustered node.
+pub(crate) struct Routes {
+    me: MemberId,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) coordinator: Arc<dyn Coordinator>,
+    // A std lock: read briefly to compute a route, replaced whole by the cluster runtime;
+    // never held across an await.
+    view: RwLock<Option<Arc<ClusterView>>>,
+    changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+impl Routes {
+    pub(crate) fn new(
+        me: MemberId,
+        transport: Arc<dyn Transport>,
+        coordinator: Arc<dyn Coordinator>,
+    ) -> Self {
+        Routes {
+            me,
+            transport,
+            coordinator,
+            view: RwLock::new(None),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// The route for `shard`: from `fresh` (a linearizable re-read) when given, else from the
+    /// view. `avoid` is a node that just refused the call: its shard's target is preferred.
+    pub(crate) fn route(
+        &self,
+        shard: ShardId,
+        fresh: Option<&ShardEntry>,
+        avoid: Option<&MemberId>,
+    ) -> Route {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(view) = view else { return Route::Unknown };
+        if shard.0 >= view.map().shard_count() {
+            return Route::Unknown;
+        }
+        let entry = fresh.unwrap_or_else(|| view.map().entry(shard));
+        route_for(entry, view.members(), &self.me, avoid)
+    }
+
+    /// Replaces the view and wakes held calls.
+    pub(crate) fn publish(&self, view: Arc<ClusterView>) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
+        self.bump();
+    }
+
+    /// Wakes held calls (serving started or stopped somewhere).
+    pub(crate) fn bump(&self) {
+        self.changes.send_modify(|generation| *generation = generation.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later [`Routes::bump`].
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// The route for one entry, given the live members.
+///
+/// Order matters: a target holds its own calls even while the previous owner lives (it will
+/// claim once that owner releases); otherwise the live owner serves; otherwise the target will.
+pub(crate) fn route_for(
+    entry: &ShardEntry,
+    members: &BTreeMap<MemberId, MemberRecord>,
+    me: &MemberId,
+    avoid: Option<&MemberId>,
+) -> Route {
+    let live = |node: &MemberId| members.get(node);
+    let remote = |node: &MemberId| match live(node).and_then(|r| r.addresses.first()) {
+        Some(address) => Route::Remote { node: node.clone(), address: address.clone() },
+        None => Route::Unknown,
+    };
+    let target = entry.target_node();
+    if target == Some(me) {
+        return Route::Hold;
+    }
+    let live_target = target.filter(|t| live(t).is_some());
+    let owner = entry
+        .owner
+        .as_ref()
+        .filter(|o| !o.released && live(&o.node).is_some_and(|r| r.incarnation == o.incarnation));
+    if let Some(owner) = owner
+        && &owner.node != me
+    {
+        if avoid == Some(&owner.node)
+            && let Some(target) = live_target.filter(|t| Some(*t) != avoid)
+        {
+            return remote(target);
+        }
+        return remote(&owner.node);
+    }
+    if let Some(target) = live_target {
+        return remote(target);
+    }
+    if owner.is_some() {
+        // Owned by this incarnation but not served yet (fencing) or not now (lease unproven).
+        return Route::Hold;
+    }
+    Route::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::{MemberFlags, MemberRole};
+    use crate::epoch::Epoch;
+    use crate::shardmap::{Incarnation, OwnerRecord, TargetRecord};
+
+    fn members(list: &[(&str, u64)]) -> BTreeMap<MemberId, MemberRecord> {
+        list.iter()
+            .map(|(id, incarnation)| {
+                let record = MemberRecord {
+                    id: MemberId::from(*id),
+                    incarnation: Incarnation(*incarnation),
+                    addresses: vec![format!("{id}:1")],
+                    role: MemberRole::Node,
+                    version: String::new(),
+                    start_time_unix_ms: 0,
+                    flags: MemberFlags::default(),
+                };
+                (record.id.clone(), record)
+            })
+            .collect()
+    }
+
+    fn entry(target: Option<&str>, owner: Option<(&str, u64, bool)>) -> ShardEntry {
+        ShardEntry {
+            shard: ShardId(0),
+            target: target.map(TargetRecord::planned),
+            owner: owner.map(|(node, incarnation, released)| OwnerRecord {
+                node: node.into(),
+                incarnation: Incarnation(incarnation),
+                epoch: Epoch::new(1, 3),
+                released,
+            }),
+        }
+    }
+
+    fn remote(node: &str) -> Route {
+        Route::Remote { node: node.into(), address: format!("{node}:1") }
+    }
+
+    #[test]
+    fn routes_follow_owner_target_and_liveness() {
+        let me = MemberId::from("a");
+        let live = members(&[("a", 1), ("b", 2), ("c", 3)]);
+        // Steady state: the live owner serves.
+        assert_eq!(
+            route_for(&entry(Some("b"), Some(("b", 2, false))), &live, &me, None),
+            remote("b")
+        );
+        // Moving to me: hold, even while the owner lives.
+        assert_eq!(
+            route_for(&entry(Some("a"), Some(("b", 2, false))), &live, &me, None),
+            Route::Hold
+        );
+        // Moving from b to c: b until it releases, c once it did or after b refused.
+        let moving = entry(Some("c"), Some(("b", 2, false)));
+        assert_eq!(route_for(&moving, &live, &me, None), remote("b"));
+        assert_eq!(route_for(&moving, &live, &me, Some(&"b".into())), remote("c"));
+        assert_eq!(
+            route_for(&entry(Some("c"), Some(("b", 2, true))), &live, &me, None),
+            remote("c")
+        );
+        // A dead owner (older incarnation) does not count.
+        assert_eq!(
+            route_for(&entry(Some("c"), Some(("b", 1, false))), &live, &me, None),
+            remote("c")
+        );
+        // Handing off from me: the target.
+        assert_eq!(
+            route_for(&entry(Some("b"), Some(("a", 1, false))), &live, &me, None),
+            remote("b")
+        );
+        // Owned by me with no live target: hold; nothing at all: unknown.
+        assert_eq!(
+            route_for(&entry(Some("x"), Some(("a", 1, false))), &live, &me, None),
+            Route::Hold
+        );
+        assert_eq!(route_for(&entry(None, None), &live, &me, None), Route::Unknown);
+    }
+}

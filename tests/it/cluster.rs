@@ -1,0 +1,303 @@
+//! The cluster runtime end to end in one process: one embedded Raft voter, nodes each with a
+//! gRPC server on 127.0.0.1:0, a Raft coordinator client and a gRPC transport, hosting
+//! write-through counters on one shared in-memory store (standing in for PostgreSQL).
+//!
+//! (a) calls from every node reach every object, each active on exactly one node; (b) a
+//! fourth node joins under load: zero failed calls, final values == acknowledged increments;
+//! (c) a node drains and leaves under load: the same.
+
+// Tests report broken promises by panicking.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use verse::prelude::*;
+use verse_coord_raft::{ClientOptions, LocalRouter, RaftCoordinator, RaftVoter, VoterConfig};
+use verse_core::coordinator::Coordinator;
+use verse_core::store::DEFAULT_TOMBSTONE_RETENTION;
+use verse_core::{
+    ClusterNode, ClusterOptions, MemoryStore, SharedClock, StateStore, SystemClock,
+    TokioBlockingExecutor,
+};
+use verse_examples::counter::Counter;
+use verse_examples::proto::counter::{GetRequest, IncrementRequest};
+use verse_transport::{NodeClient, NodeServer, TcpIncoming};
+
+const SHARDS: u32 = 64;
+const LEASE_TTL: Duration = Duration::from_secs(3);
+const CALL_DEADLINE: Duration = Duration::from_secs(5);
+const CALLERS: usize = 8;
+
+/// One node of the test cluster.
+struct TestNode {
+    id: String,
+    node: Arc<Node>,
+    cluster: ClusterNode,
+    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl TestNode {
+    async fn start(id: &str, voter: &Arc<RaftVoter>, store: &Arc<dyn StateStore>) -> TestNode {
+        let clock: SharedClock = SystemClock::shared();
+        let config =
+            NodeConfig { node_id: id.into(), shard_count: SHARDS, ..NodeConfig::default() };
+        let options = TypeOptions::default().persistence(PersistencePolicy::WriteThrough);
+        let node = Arc::new(
+            NodeBuilder::new(config)
+                .clustered()
+                .object_with::<Counter>(options)
+                .clock(clock.clone())
+                .store(store.clone())
+                .start()
+                .unwrap(),
+        );
+        let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let address = incoming.local_addr().unwrap().to_string();
+        let (stop, signal) = oneshot::channel::<()>();
+        let server = NodeServer::new(node.clone());
+        let served = tokio::spawn(async move {
+            server
+                .serve(incoming, async move {
+                    let _ = signal.await;
+                })
+                .await
+                .unwrap();
+        });
+        let coordinator: Arc<dyn Coordinator> = Arc::new(RaftCoordinator::new(
+            voter.clone(),
+            clock.clone(),
+            ClientOptions::new(LEASE_TTL),
+        ));
+        let transport = Arc::new(NodeClient::new(clock));
+        let mut options = ClusterOptions::new(address);
+        options.plan_interval = Duration::from_millis(200);
+        options.evaluate_interval = Duration::from_millis(200);
+        options.handoff_timeout = Duration::from_secs(5);
+        options.drain_timeout = Duration::from_secs(20);
+        let cluster =
+            ClusterNode::start(node.clone(), coordinator, transport, options).await.unwrap();
+        TestNode { id: id.into(), node, cluster, server: Some((stop, served)) }
+    }
+
+    /// Leaves: cluster runtime, then the server (graceful), then the node.
+    async fn stop(mut self) {
+        self.cluster.shutdown().await;
+        if let Some((stop, served)) = self.server.take() {
+            let _ = stop.send(());
+            served.await.unwrap();
+        }
+        self.node.shutdown().await;
+    }
+}
+
+/// One counter id per shard.
+fn counter_ids(node: &Node) -> Vec<String> {
+    let mut by_shard = BTreeMap::new();
+    for i in 0.. {
+        let id = format!("counter-{i}");
+        let shard = verse_core::runtime::shard_of(node, &id).unwrap();
+        by_shard.entry(shard.0).or_insert(id);
+        if by_shard.len() == SHARDS as usize {
+            break;
+        }
+    }
+    by_shard.into_values().collect()
+}
+
+/// Waits until every shard's owner is its target, live and serving, and targets are spread
+/// evenly over `nodes`.
+async fn wait_converged(coordinator: &dyn Coordinator, nodes: &[&str], within: Duration) {
+    let started = Instant::now();
+    loop {
+        let snapshot = coordinator.snapshot().await.unwrap();
+        let mut counts: BTreeMap<&str, u32> = nodes.iter().map(|n| (*n, 0)).collect();
+        let mut settled = true;
+        for entry in snapshot.map.iter() {
+            let owner = entry.owner.as_ref();
+            let target = entry.target_node().map(|t| t.as_str());
+            let owned_by_target = owner.is_some_and(|o| {
+                !o.released
+                    && Some(o.node.as_str()) == target
+                    && snapshot.members.get(&o.node).is_some_and(|m| m.incarnation == o.incarnation)
+            });
+            match target.and_then(|t| counts.get_mut(t)) {
+                Some(count) if owned_by_target => *count += 1,
+                _ => settled = false,
+            }
+        }
+        let (min, max) = (counts.values().min().unwrap(), counts.values().max().unwrap());
+        if settled && max - min <= 1 {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "no convergence on {nodes:?} within {within:?}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Callers incrementing counters through the given nodes until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    acknowledged: Arc<AtomicI64>,
+}
+
+impl Load {
+    fn start(nodes: &[Arc<Node>], ids: &Arc<Vec<String>>, acked: &Arc<Vec<AtomicI64>>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let acknowledged = Arc::new(AtomicI64::new(0));
+        let workers = (0..CALLERS)
+            .map(|worker| {
+                let client = nodes[worker % nodes.len()].client().with_timeout(CALL_DEADLINE);
+                let (ids, acked, stop, failures, acknowledged) = (
+                    ids.clone(),
+                    acked.clone(),
+                    stop.clone(),
+                    failures.clone(),
+                    acknowledged.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut index = worker;
+                    while !stop.load(Ordering::Relaxed) {
+                        let slot = index % ids.len();
+                        let counter = client.get::<Counter>(ids[slot].clone());
+                        match counter.increment(IncrementRequest { amount: 1 }).await {
+                            Ok(_) => {
+                                acked[slot].fetch_add(1, Ordering::Relaxed);
+                                acknowledged.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(error) => {
+                                failures.lock().unwrap().push(format!("{}: {error}", ids[slot]))
+                            }
+                        }
+                        index += CALLERS;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, workers, failures, acknowledged }
+    }
+
+    /// Stops the callers; returns the failures and the number of acknowledged calls.
+    async fn finish(self) -> (Vec<String>, i64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        (self.failures.lock().unwrap().clone(), self.acknowledged.load(Ordering::Relaxed))
+    }
+}
+
+/// Every counter's value, read through `node`, equals its acknowledged increments.
+async fn check_values(node: &Node, ids: &[String], acked: &[AtomicI64]) {
+    let client = node.client().with_timeout(CALL_DEADLINE);
+    for (slot, id) in ids.iter().enumerate() {
+        let value = client.get::<Counter>(id.clone()).get(GetRequest {}).await.unwrap().value;
+        assert_eq!(i64::from(value), acked[slot].load(Ordering::Relaxed), "counter {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = LocalRouter::new();
+    let mut voter_config = VoterConfig::new(1, dir.path().join("voter-1.redb"));
+    voter_config.heartbeat_interval = Duration::from_millis(30);
+    voter_config.election_timeout_min = Duration::from_millis(150);
+    voter_config.election_timeout_max = Duration::from_millis(300);
+    let voter = Arc::new(
+        RaftVoter::start(
+            voter_config,
+            &router,
+            SystemClock::shared(),
+            Arc::new(TokioBlockingExecutor),
+        )
+        .await
+        .unwrap(),
+    );
+    voter.initialize(&[1]).await.unwrap();
+    voter.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    let observer =
+        RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
+    let store: Arc<dyn StateStore> =
+        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false));
+
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(TestNode::start(id, &voter, &store).await);
+    }
+    wait_converged(&observer, &["node-1", "node-2", "node-3"], Duration::from_secs(20)).await;
+    let ids = Arc::new(counter_ids(&nodes[0].node));
+    let acked: Arc<Vec<AtomicI64>> = Arc::new(ids.iter().map(|_| AtomicI64::new(0)).collect());
+
+    // (a) Every node reaches every object; each object is active on exactly one node.
+    for test_node in &nodes {
+        let client = test_node.node.client().with_timeout(CALL_DEADLINE);
+        for (slot, id) in ids.iter().enumerate() {
+            let counter = client.get::<Counter>(id.clone());
+            counter.increment(IncrementRequest { amount: 1 }).await.unwrap();
+            acked[slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    for id in ids.iter() {
+        let active: Vec<&str> =
+            nodes.iter().filter(|n| n.node.is_active(id)).map(|n| n.id.as_str()).collect();
+        assert_eq!(active.len(), 1, "{id} is active on {active:?}");
+    }
+    check_values(&nodes[1].node, &ids, &acked).await;
+
+    // (b) A fourth node joins under load.
+    let callers: Vec<Arc<Node>> = nodes.iter().map(|n| n.node.clone()).collect();
+    let load = Load::start(&callers, &ids, &acked);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes.push(TestNode::start("node-4", &voter, &store).await);
+    wait_converged(&observer, &["node-1", "node-2", "node-3", "node-4"], Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (failures, acknowledged) = load.finish().await;
+    eprintln!("join: {acknowledged} calls acknowledged, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed calls during the join: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(acknowledged >= 500, "too few calls during the join: {acknowledged}");
+    check_values(&nodes[3].node, &ids, &acked).await;
+    assert!(nodes[3].cluster.owned_shards() >= 15, "the new node owns its share of shards");
+
+    // (c) node-2 drains and leaves under load (the callers use the other nodes).
+    let leaving = nodes.remove(1);
+    let callers: Vec<Arc<Node>> = nodes.iter().map(|n| n.node.clone()).collect();
+    let load = Load::start(&callers, &ids, &acked);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    leaving.cluster.drain().await.unwrap();
+    leaving.stop().await;
+    wait_converged(&observer, &["node-1", "node-3", "node-4"], Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (failures, acknowledged) = load.finish().await;
+    eprintln!("drain: {acknowledged} calls acknowledged, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed calls during the drain: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(acknowledged >= 500, "too few calls during the drain: {acknowledged}");
+    check_values(&nodes[0].node, &ids, &acked).await;
+
+    for test_node in nodes {
+        test_node.stop().await;
+    }
+    voter.shutdown().await;
+}
