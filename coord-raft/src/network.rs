@@ -2,13 +2,13 @@
 //! voter's Raft handle directly (the `verse dev` case, and tests with several voters).
 //!
 //! A voter can be isolated, which makes every RPC from or to it fail as unreachable: that is
-//! how tests cut a Raft leader off. The tonic transport for voters in separate processes is
-//! not built yet (see `docs/COORDINATOR-RAFT.md`).
+//! how tests cut a Raft leader off. Voters in separate processes use [`crate::GrpcNetwork`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use async_trait::async_trait;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
@@ -16,9 +16,13 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use verse_core::coordinator::CoordError;
 
+use crate::command::{Command, Reply};
+use crate::peers::{Peers, Target};
 use crate::types::{NodeId, Raft, TypeConfig};
-use crate::voter::VoterInner;
+use crate::voter::{MembershipError, VoterInner};
+use crate::wire::{AnswerRec, MembershipChange, MembershipView, QueryRec};
 
 /// Why a voter cannot be reached.
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +75,6 @@ impl LocalRouter {
         routes.voters.get(&to).and_then(|(_, voter)| voter.upgrade())
     }
 
-    pub(crate) fn remove(&self, id: NodeId) {
-        self.lock().voters.remove(&id);
-    }
-
     /// Cuts (`true`) or restores (`false`) every Raft RPC from and to voter `id`.
     pub fn isolate(&self, id: u64, isolated: bool) {
         let mut routes = self.lock();
@@ -99,6 +99,65 @@ impl LocalRouter {
 
     pub(crate) fn factory(&self, from: NodeId) -> LocalNetwork {
         LocalNetwork { router: self.clone(), from }
+    }
+}
+
+fn unreachable_leader() -> CoordError {
+    CoordError::Unavailable("no reachable Raft leader".into())
+}
+
+#[async_trait]
+impl Peers for LocalRouter {
+    async fn propose(
+        &self,
+        from: u64,
+        to: Target,
+        command: Command,
+        forwards: u8,
+    ) -> Result<Reply, CoordError> {
+        let voter = self.voter(from, to.id).ok_or_else(unreachable_leader)?;
+        voter.propose(command, forwards).await
+    }
+
+    async fn query(
+        &self,
+        from: u64,
+        to: Target,
+        query: QueryRec,
+        forwards: u8,
+    ) -> Result<AnswerRec, CoordError> {
+        let voter = self.voter(from, to.id).ok_or_else(unreachable_leader)?;
+        voter.query(query, forwards).await
+    }
+
+    async fn change_membership(
+        &self,
+        from: u64,
+        to: Target,
+        change: MembershipChange,
+        forwards: u8,
+    ) -> Result<(), MembershipError> {
+        let voter = self
+            .voter(from, to.id)
+            .ok_or_else(|| MembershipError::Unavailable("no reachable Raft leader".into()))?;
+        voter.change_membership(change, forwards).await
+    }
+
+    async fn membership(&self, me: u64) -> Option<MembershipView> {
+        let voters: Vec<Arc<VoterInner>> = {
+            let routes = self.lock();
+            routes
+                .voters
+                .iter()
+                .filter(|(id, _)| **id != me && !routes.isolated.contains(id))
+                .filter_map(|(_, (_, voter))| voter.upgrade())
+                .collect()
+        };
+        voters.first().map(|voter| voter.membership_view())
+    }
+
+    fn leave(&self, id: u64) {
+        self.lock().voters.remove(&id);
     }
 }
 

@@ -6,29 +6,36 @@
 //! clock. A ticker proposes [`Command::Tick`] once the earliest lease expiry has passed on that
 //! clock, and once right after the voter becomes leader so the new frame opens at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use verse_core::coordinator::{CoordError, Revision, WatchChange, WatchEvent, WatchStream};
+use verse_core::coordinator::{CoordError, Revision, WatchEvent, WatchStream};
+use verse_core::executor::run_blocking;
 use verse_core::{MonoTime, SharedClock, SharedExecutor};
 
-use crate::access::{self, Answer, Query, RaftAccess};
+use crate::access::{Answer, Query, RaftAccess};
 use crate::command::{Command, Proposal, Reply, Stamp};
+use crate::grpc::GrpcNetwork;
 use crate::network::LocalRouter;
+use crate::peers::{Peers, Target};
 use crate::state::{ChangesSince, Frame};
 use crate::storage::log_store::LogStore;
 use crate::storage::state_machine::{Replica, StateMachineStore};
 use crate::storage::{Disk, DiskError};
-use crate::types::{NodeId, Raft};
+use crate::types::{NodeId, Raft, TypeConfig};
+use crate::wire::{
+    AnswerRec, EventChange, EventRec, MembershipChange, MembershipView, QueryRec, SnapshotRec,
+};
 
 /// How a voter runs. Numbers are defaults; tests shorten them.
 #[derive(Debug, Clone)]
@@ -53,6 +60,8 @@ pub struct VoterConfig {
     pub tick_interval: Duration,
     /// A watch with nothing to deliver sends a progress event this often.
     pub watch_progress_interval: Duration,
+    /// Largest snapshot chunk sent to a lagging follower, in bytes.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl VoterConfig {
@@ -69,6 +78,7 @@ impl VoterConfig {
             max_changes: crate::state::DEFAULT_MAX_CHANGES,
             tick_interval: Duration::from_millis(25),
             watch_progress_interval: Duration::from_secs(1),
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -82,6 +92,28 @@ pub enum VoterError {
     /// openraft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// The data directory is missing but the group still has this Raft id as a member: the
+    /// voter lost its log and vote, so it must not take part under that id. Operator path:
+    /// remove the id from the group ([`RaftVoter::remove`]), start the voter again, and add it
+    /// back as a learner ([`RaftVoter::add_learner`], then [`RaftVoter::promote`]).
+    #[error(
+        "the data directory of Raft node {0} is missing but the group still lists it: remove \
+         it from the group, then add it back as a learner"
+    )]
+    DataMissing(u64),
+}
+
+/// Why a membership change failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum MembershipError {
+    /// No Raft leader could be reached, or the change did not commit in time (retryable; the
+    /// change may still happen).
+    #[error("membership change unavailable: {0}")]
+    Unavailable(String),
+    /// The leader refused the change (e.g. promoting a node that is not a learner, or a change
+    /// while another is in progress).
+    #[error("membership change refused: {0}")]
+    Refused(String),
 }
 
 /// The shared part of a voter, reachable from its ticker and from other voters forwarding
@@ -91,7 +123,7 @@ pub(crate) struct VoterInner {
     raft: Raft,
     replica: Arc<Replica>,
     clock: SharedClock,
-    router: LocalRouter,
+    peers: Arc<dyn Peers>,
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     /// The Raft term this voter leads (or led last) and when it first stamped in it.
     origin: Mutex<Option<(u64, MonoTime)>>,
@@ -117,16 +149,56 @@ fn unavailable(context: &str, error: impl std::fmt::Display) -> CoordError {
 }
 
 impl RaftVoter {
-    /// Opens the data file, starts openraft and the lease ticker, and joins `router`.
+    /// Opens the data file, starts openraft and the lease ticker, and joins `router` (voters of
+    /// one process).
     ///
     /// A fresh data file starts an uninitialised voter: call [`RaftVoter::initialize`] on one
-    /// voter of a new group. A data file written by another node id is refused.
+    /// voter of a new group. A data file written by another node id is refused, and so is a
+    /// missing data file when another voter of `router` still has this id as a member
+    /// ([`VoterError::DataMissing`]).
     pub async fn start(
         config: VoterConfig,
         router: &LocalRouter,
         clock: SharedClock,
         executor: SharedExecutor,
     ) -> Result<RaftVoter, VoterError> {
+        let factory = router.factory(config.node_id);
+        let voter =
+            Self::start_with(config, factory, Arc::new(router.clone()), clock, executor).await?;
+        router.add(voter.inner.id, voter.inner.raft.clone(), Arc::downgrade(&voter.inner));
+        Ok(voter)
+    }
+
+    /// Opens the data file and starts a voter whose Raft RPC and forwarding go over gRPC
+    /// through `network`. Serve it with [`crate::VoterServer`] on the address the group knows
+    /// it by. A missing data file is refused when a peer of `network` still lists this id
+    /// ([`VoterError::DataMissing`]).
+    pub async fn start_grpc(
+        config: VoterConfig,
+        network: &GrpcNetwork,
+        clock: SharedClock,
+        executor: SharedExecutor,
+    ) -> Result<RaftVoter, VoterError> {
+        Self::start_with(config, network.clone(), Arc::new(network.clone()), clock, executor).await
+    }
+
+    async fn start_with<N: RaftNetworkFactory<TypeConfig>>(
+        config: VoterConfig,
+        factory: N,
+        peers: Arc<dyn Peers>,
+        clock: SharedClock,
+        executor: SharedExecutor,
+    ) -> Result<RaftVoter, VoterError> {
+        let path = config.data_path.clone();
+        let fresh = run_blocking(&*executor, move || !path.exists())
+            .await
+            .map_err(|_| VoterError::Disk(DiskError::Executor))?;
+        if fresh
+            && let Some(view) = peers.membership(config.node_id).await
+            && view.knows(config.node_id)
+        {
+            return Err(VoterError::DataMissing(config.node_id));
+        }
         let disk = Disk::open(&config.data_path, config.node_id, executor).await?;
         let log_store = LogStore::new(disk.clone());
         let state_machine = StateMachineStore::open(disk, config.max_changes).await?;
@@ -138,30 +210,25 @@ impl RaftVoter {
             election_timeout_max: millis(config.election_timeout_max),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
             max_in_snapshot_log_to_keep: config.logs_kept_after_snapshot,
+            snapshot_max_chunk_size: u64::try_from(config.snapshot_chunk_bytes).unwrap_or(u64::MAX),
             purge_batch_size: 256,
             ..Config::default()
         };
         let raft_config = raft_config.validate().map_err(|e| VoterError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            router.factory(config.node_id),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| VoterError::Raft(e.to_string()))?;
+        let raft =
+            Raft::new(config.node_id, Arc::new(raft_config), factory, log_store, state_machine)
+                .await
+                .map_err(|e| VoterError::Raft(e.to_string()))?;
         let inner = Arc::new(VoterInner {
             id: config.node_id,
             metrics: raft.metrics(),
-            raft: raft.clone(),
+            raft,
             replica,
             clock,
-            router: router.clone(),
+            peers,
             origin: Mutex::new(None),
             config,
         });
-        router.add(inner.id, raft, Arc::downgrade(&inner));
         let cancel = CancellationToken::new();
         let ticker = tokio::spawn(run_ticker(Arc::downgrade(&inner), cancel.clone()));
         Ok(RaftVoter { inner, cancel, ticker: Mutex::new(Some(ticker)) })
@@ -172,16 +239,56 @@ impl RaftVoter {
         self.inner.id
     }
 
-    /// Makes a new group of `voters` (ids as registered with the router). Idempotent: Ok
-    /// when the group already exists. Errors: `Unavailable` when openraft refuses.
+    /// Makes a new group of `voters` (ids as registered with the in-process router).
+    /// Idempotent: Ok when the group already exists. Errors: `Unavailable` when openraft
+    /// refuses.
     pub async fn initialize(&self, voters: &[u64]) -> Result<(), CoordError> {
+        let members: Vec<(u64, String)> =
+            voters.iter().map(|id| (*id, format!("local:{id}"))).collect();
+        self.initialize_with_addresses(&members).await
+    }
+
+    /// Makes a new group of `voters`, each with the address its [`crate::VoterServer`] serves
+    /// on. Idempotent like [`RaftVoter::initialize`].
+    pub async fn initialize_with_addresses(
+        &self,
+        voters: &[(u64, String)],
+    ) -> Result<(), CoordError> {
         let members: BTreeMap<NodeId, BasicNode> =
-            voters.iter().map(|id| (*id, BasicNode::new(format!("local:{id}")))).collect();
+            voters.iter().map(|(id, address)| (*id, BasicNode::new(address))).collect();
         match self.inner.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(error) => Err(unavailable("initialize", error)),
         }
+    }
+
+    /// Adds Raft node `id`, serving at `address`, as a learner: it receives the log but does not
+    /// vote. Resolves once the learner has caught up with the leader's log. Run on any voter
+    /// (forwarded to the Raft leader); the learner must be running.
+    pub async fn add_learner(&self, id: u64, address: &str) -> Result<(), MembershipError> {
+        let change = MembershipChange::AddLearner { id, address: address.to_owned() };
+        self.inner.change_membership(change, 0).await
+    }
+
+    /// Makes learners `ids` voters (joint consensus; resolves once the new configuration is
+    /// committed). Forwarded to the Raft leader.
+    pub async fn promote(&self, ids: &[u64]) -> Result<(), MembershipError> {
+        let change = MembershipChange::Promote(ids.iter().copied().collect());
+        self.inner.change_membership(change, 0).await
+    }
+
+    /// Removes voters or learners `ids` from the group entirely. Forwarded to the Raft leader.
+    /// A removed voter that still runs no longer takes part; shut it down.
+    pub async fn remove(&self, ids: &[u64]) -> Result<(), MembershipError> {
+        let change = MembershipChange::Remove(ids.iter().copied().collect());
+        self.inner.change_membership(change, 0).await
+    }
+
+    /// The group's membership as this voter knows it (its latest log entry of membership,
+    /// committed or not).
+    pub fn membership(&self) -> MembershipView {
+        self.inner.membership_view()
     }
 
     /// Waits until the group has a leader and returns its id. Errors: `Unavailable` after
@@ -225,7 +332,7 @@ impl RaftVoter {
         if let Some(ticker) = ticker {
             let _ = ticker.await;
         }
-        self.inner.router.remove(self.inner.id);
+        self.inner.peers.leave(self.inner.id);
         if let Err(error) = self.inner.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown");
         }
@@ -240,6 +347,10 @@ fn millis(duration: Duration) -> u64 {
 const MAX_FORWARDS: u8 = 2;
 
 impl VoterInner {
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
     /// The lease-time stamp for a proposal made now, if this voter leads.
     fn stamp(&self) -> Option<Stamp> {
         let term = {
@@ -272,30 +383,112 @@ impl VoterInner {
         match self.raft.client_write(proposal.clone()).await {
             Ok(response) => response.data.map_err(CoordError::from),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                let leader = forward.leader_id.filter(|_| forwards < MAX_FORWARDS);
-                let voter = leader.and_then(|leader| self.router.voter(self.id, leader));
-                match voter {
-                    Some(voter) => Box::pin(voter.propose(proposal.command, forwards + 1)).await,
-                    None => Err(unavailable("propose", "no reachable Raft leader")),
-                }
+                let Some(id) = forward.leader_id.filter(|_| forwards < MAX_FORWARDS) else {
+                    return Err(unavailable("propose", "no reachable Raft leader"));
+                };
+                let to = Target { id, node: forward.leader_node };
+                self.peers.propose(self.id, to, proposal.command, forwards + 1).await
             }
             Err(error) => Err(unavailable("propose", error)),
         }
     }
 
-    pub(crate) async fn query(&self, query: Query, forwards: u8) -> Result<Answer, CoordError> {
+    pub(crate) async fn query(
+        &self,
+        query: QueryRec,
+        forwards: u8,
+    ) -> Result<AnswerRec, CoordError> {
         match self.raft.ensure_linearizable().await {
-            Ok(_) => access::answer(&self.replica.read().state, query),
+            Ok(_) => AnswerRec::of(&self.replica.read().state, query),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                let leader = forward.leader_id.filter(|_| forwards < MAX_FORWARDS);
-                let voter = leader.and_then(|leader| self.router.voter(self.id, leader));
-                match voter {
-                    Some(voter) => Box::pin(voter.query(query, forwards + 1)).await,
-                    None => Err(unavailable("read", "no reachable Raft leader")),
-                }
+                let Some(id) = forward.leader_id.filter(|_| forwards < MAX_FORWARDS) else {
+                    return Err(unavailable("read", "no reachable Raft leader"));
+                };
+                let to = Target { id, node: forward.leader_node };
+                self.peers.query(self.id, to, query, forwards + 1).await
             }
             Err(error) => Err(unavailable("read", error)),
         }
+    }
+
+    pub(crate) async fn change_membership(
+        &self,
+        change: MembershipChange,
+        forwards: u8,
+    ) -> Result<(), MembershipError> {
+        let result = match &change {
+            MembershipChange::AddLearner { id, address } => {
+                self.raft.add_learner(*id, BasicNode::new(address), true).await.map(|_| ())
+            }
+            MembershipChange::Promote(ids) => self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
+                .await
+                .map(|_| ()),
+            MembershipChange::Remove(ids) => self.remove_members(ids).await,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                let Some(id) = forward.leader_id.filter(|_| forwards < MAX_FORWARDS) else {
+                    return Err(MembershipError::Unavailable("no reachable Raft leader".into()));
+                };
+                let to = Target { id, node: forward.leader_node };
+                self.peers.change_membership(self.id, to, change, forwards + 1).await
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(MembershipError::Refused(error.to_string()))
+            }
+            Err(error) => Err(MembershipError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Removes voters (leaving no learner behind) and learners.
+    async fn remove_members(
+        &self,
+        ids: &BTreeSet<u64>,
+    ) -> Result<(), RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>> {
+        let view = self.membership_view();
+        let voters: BTreeSet<u64> =
+            ids.iter().copied().filter(|id| view.voters.contains_key(id)).collect();
+        let learners: BTreeSet<u64> =
+            ids.iter().copied().filter(|id| view.learners.contains_key(id)).collect();
+        if !voters.is_empty() {
+            self.raft.change_membership(ChangeMembers::RemoveVoters(voters), false).await?;
+        }
+        if !learners.is_empty() {
+            self.raft.change_membership(ChangeMembers::RemoveNodes(learners), false).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn membership_view(&self) -> MembershipView {
+        let metrics = self.metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut view = MembershipView::default();
+        for (id, node) in membership.nodes() {
+            let entry = (*id, node.addr.clone());
+            if voters.contains(id) {
+                view.voters.insert(entry.0, entry.1);
+            } else {
+                view.learners.insert(entry.0, entry.1);
+            }
+        }
+        view
+    }
+
+    /// The change stream of this replica from revision `from` (see [`watch_records`]).
+    pub(crate) fn watch_records(
+        &self,
+        from: u64,
+    ) -> BoxStream<'static, Result<EventRec, CoordError>> {
+        watch_records(
+            Arc::clone(&self.replica),
+            from,
+            self.clock.clone(),
+            self.config.watch_progress_interval,
+        )
     }
 
     /// Proposes a tick if this voter leads and lease time must move (a new frame to open, or
@@ -344,16 +537,17 @@ impl RaftAccess for RaftVoter {
     }
 
     async fn query(&self, query: Query) -> Result<Answer, CoordError> {
-        self.inner.query(query, 0).await
+        self.inner.query(query.into(), 0).await.map(Answer::from)
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream, CoordError> {
-        Ok(watch_stream(
-            Arc::clone(&self.inner.replica),
-            from.0,
-            self.inner.clock.clone(),
-            self.inner.config.watch_progress_interval,
-        ))
+        Ok(self.inner.watch_records(from.0).map(|event| event.map(WatchEvent::from)).boxed())
+    }
+}
+
+impl RaftVoter {
+    pub(crate) fn inner(&self) -> &Arc<VoterInner> {
+        &self.inner
     }
 }
 
@@ -361,7 +555,7 @@ struct Watcher {
     replica: Arc<Replica>,
     applied: watch::Receiver<u64>,
     next: u64,
-    buffer: std::collections::VecDeque<WatchEvent>,
+    buffer: std::collections::VecDeque<EventRec>,
     clock: SharedClock,
     progress_interval: Duration,
     failed: bool,
@@ -370,12 +564,12 @@ struct Watcher {
 /// The change stream of this replica from revision `from`: retained changes, then live ones
 /// as they are applied; a resync when the history asked for is compacted; a progress event
 /// after `progress_interval` without changes. No task: the stream does the work when polled.
-fn watch_stream(
+fn watch_records(
     replica: Arc<Replica>,
     from: u64,
     clock: SharedClock,
     progress_interval: Duration,
-) -> WatchStream {
+) -> BoxStream<'static, Result<EventRec, CoordError>> {
     let watcher = Watcher {
         applied: replica.subscribe(),
         replica,
@@ -399,7 +593,7 @@ fn watch_stream(
                 let applied = watcher.replica.read();
                 let changes = applied.state.changes_since(watcher.next);
                 let resync = match changes {
-                    ChangesSince::Compacted => Some(access::snapshot(&applied.state)),
+                    ChangesSince::Compacted => Some(SnapshotRec::of(&applied.state)),
                     ChangesSince::Changes(_) => None,
                 };
                 (changes, applied.state.revision(), resync)
@@ -410,15 +604,21 @@ fn watch_stream(
                     return Some((Err(error), watcher));
                 }
                 (_, Some(Ok(snapshot))) => {
-                    watcher.next = snapshot.revision.0 + 1;
-                    let event = WatchEvent { revision: snapshot.revision, change: WatchChange::Resync(Box::new(snapshot)) };
+                    watcher.next = snapshot.revision() + 1;
+                    let event = EventRec {
+                        revision: snapshot.revision(),
+                        change: EventChange::Resync(Box::new(snapshot)),
+                    };
                     return Some((Ok(event), watcher));
                 }
                 (ChangesSince::Changes(changes), None) if !changes.is_empty() => {
                     for revisioned in changes {
                         watcher.next = revisioned.revision + 1;
                         for change in revisioned.changes {
-                            watcher.buffer.push_back(WatchEvent { revision: Revision(revisioned.revision), change: change.into() });
+                            watcher.buffer.push_back(EventRec {
+                                revision: revisioned.revision,
+                                change: EventChange::Change(change),
+                            });
                         }
                     }
                 }
@@ -435,7 +635,7 @@ fn watch_stream(
                             }
                         }
                         () = sleep => {
-                            let event = WatchEvent { revision: Revision(revision), change: WatchChange::Progress };
+                            let event = EventRec { revision, change: EventChange::Progress };
                             return Some((Ok(event), watcher));
                         }
                     }

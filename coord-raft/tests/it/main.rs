@@ -4,7 +4,9 @@
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
 
+mod compaction;
 mod conformance;
 mod failover;
 mod fixture;
+mod membership;
 mod restart;
