@@ -37,6 +37,16 @@ pub use verse_core::{
 pub use verse_core::{clock, executor, rng, shard, store};
 pub use verse_macros::object;
 
+/// Running a node in a cluster: the cluster runtime, the coordinator it joins through and the
+/// transport it routes remote calls over (backends live in `verse-coord-etcd`,
+/// `verse-coord-raft` and `verse-transport`).
+pub mod cluster {
+    pub use verse_core::cluster::{ClusterError, ClusterNode, ClusterOptions};
+    pub use verse_core::coordinator::{CoordError, Coordinator};
+    pub use verse_core::handoff::Me;
+    pub use verse_core::transport::{RemoteCall, Transport};
+}
+
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{
