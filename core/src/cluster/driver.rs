@@ -12,8 +12,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::ClusterOptions;
 use super::routes::Routes;
+use super::{ClusterOptions, WatchSeen};
 use crate::coordinator::{ClaimRequest, ClusterView, Coordinator, ReleaseRequest, WatchStream};
 use crate::epoch::Epoch;
 use crate::handoff::{Decision, Me, ShardDecider, ShardRole};
@@ -61,10 +61,12 @@ pub(super) struct Driver {
     pending_releases: BTreeMap<ShardId, Epoch>,
     handoffs: JoinSet<(ShardId, bool)>,
     view_tx: watch::Sender<Option<Arc<ClusterView>>>,
-    owned_tx: watch::Sender<usize>,
+    owned_tx: Arc<watch::Sender<usize>>,
+    watch_seen: Arc<WatchSeen>,
 }
 
 impl Driver {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         shared: Arc<NodeShared>,
         coordinator: Arc<dyn Coordinator>,
@@ -72,7 +74,8 @@ impl Driver {
         me: Me,
         options: ClusterOptions,
         view_tx: watch::Sender<Option<Arc<ClusterView>>>,
-        owned_tx: watch::Sender<usize>,
+        owned_tx: Arc<watch::Sender<usize>>,
+        watch_seen: Arc<WatchSeen>,
     ) -> Self {
         Driver {
             shared,
@@ -86,15 +89,38 @@ impl Driver {
             handoffs: JoinSet::new(),
             view_tx,
             owned_tx,
+            watch_seen,
         }
     }
 
-    /// Opens the view and its watch, retrying until it succeeds or the task is cancelled.
-    async fn follow(&self, cancel: &CancellationToken) -> Option<(ClusterView, WatchStream)> {
+    /// Opens the view and its watch, retrying until it succeeds; `None` when cancelled or
+    /// the lease is lost first.
+    async fn follow(
+        &self,
+        lost: &mut watch::Receiver<bool>,
+        cancel: &CancellationToken,
+    ) -> Option<(ClusterView, WatchStream)> {
         loop {
-            match ClusterView::follow(&*self.coordinator).await {
-                Ok(followed) => return Some(followed),
-                Err(error) => tracing::warn!(%error, "cannot follow the cluster view; retrying"),
+            if *lost.borrow_and_update() {
+                return None;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                changed = lost.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
+                followed = ClusterView::follow(&*self.coordinator) => match followed {
+                    Ok(followed) => {
+                        self.watch_seen.seen(self.shared.clock.now());
+                        return Some(followed);
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot follow the cluster view; retrying");
+                    }
+                },
             }
             let retry = self.shared.clock.now() + Duration::from_millis(200);
             tokio::select! {
@@ -104,24 +130,39 @@ impl Driver {
         }
     }
 
-    /// The task: runs until cancelled or the lease is lost; every handoff it started is
-    /// awaited before it returns.
+    /// The task: runs until cancelled or the lease is lost (then every shard is discarded
+    /// before it returns); every handoff it started is awaited before it returns.
     pub(super) async fn run(mut self, mut lost: watch::Receiver<bool>, cancel: CancellationToken) {
-        let Some((mut view, mut stream)) = self.follow(&cancel).await else { return };
+        self.serve(&mut lost, &cancel).await;
+        if *lost.borrow() && !cancel.is_cancelled() {
+            tracing::error!(node = %self.me.node, "lease lost: discarding every shard");
+            for decision in self.decider.on_lease_lost() {
+                if let Decision::Discard { shard } = decision {
+                    self.shared.discard_shard(shard);
+                }
+            }
+            self.known.clear();
+            self.pending_releases.clear();
+            self.routes.bump();
+            self.publish_owned();
+        }
+        self.handoffs.shutdown().await;
+    }
+
+    /// Follows the view and carries out decisions until cancelled or the lease is lost.
+    async fn serve(&mut self, lost: &mut watch::Receiver<bool>, cancel: &CancellationToken) {
+        let Some((mut view, mut stream)) = self.follow(lost, cancel).await else { return };
         self.evaluate(&view).await;
         let mut next_evaluation = self.shared.clock.now() + self.options.evaluate_interval;
         loop {
             let clock = self.shared.clock.clone();
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => break,
+                () = cancel.cancelled() => return,
                 changed = lost.changed() => {
                     // The follower ends only when cancelled or when the lease is lost.
                     if changed.is_err() || *lost.borrow() {
-                        let decisions = self.decider.on_lease_lost();
-                        self.execute(&view, decisions).await;
-                        self.publish_owned();
-                        break;
+                        return;
                     }
                 }
                 Some(joined) = self.handoffs.join_next(), if !self.handoffs.is_empty() => {
@@ -134,6 +175,7 @@ impl Driver {
                 applied = view.apply_next(&mut stream) => {
                     match applied {
                         Ok(Some(_)) => {
+                            self.watch_seen.seen(clock.now());
                             // Apply everything already delivered before deciding once.
                             while let Some(Some(Ok(event))) = stream.next().now_or_never() {
                                 if let Err(error) = view.apply(&event) {
@@ -145,7 +187,7 @@ impl Driver {
                         }
                         Ok(None) | Err(_) => {
                             tracing::warn!("cluster watch ended; following again");
-                            let Some((fresh, fresh_stream)) = self.follow(&cancel).await else { break };
+                            let Some((fresh, fresh_stream)) = self.follow(lost, cancel).await else { return };
                             view = fresh;
                             stream = fresh_stream;
                             self.evaluate(&view).await;
@@ -158,7 +200,6 @@ impl Driver {
                 }
             }
         }
-        self.handoffs.shutdown().await;
     }
 
     /// The view as the decider must see it: this node's own claims and releases included.

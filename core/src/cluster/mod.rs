@@ -2,8 +2,9 @@
 //! lease, claims, serves and hands off shards as the leader's targets say, and routes calls
 //! for shards it does not serve to their owners through a [`Transport`].
 //!
-//! [`ClusterNode::start`] registers the node (a new incarnation) and starts three tasks, all
-//! owned by the `ClusterNode` and awaited by [`ClusterNode::shutdown`]:
+//! [`ClusterNode::start`] registers the node (a new incarnation) and starts a supervisor task,
+//! owned by the `ClusterNode` and awaited by [`ClusterNode::shutdown`]. For each incarnation
+//! the supervisor runs three parts:
 //! - the **lease follower** copies the coordinator's lease status into the node's ownership
 //!   table (`lease_valid_until`): admission stops by itself once the proof runs out;
 //! - the **shard driver** follows the watch into a [`ClusterView`], feeds it to the sans-IO
@@ -12,6 +13,13 @@
 //!   router;
 //! - the **leader** campaigns; while it leads it runs the [`planner`](crate::planner) on every
 //!   view change (and periodically) and writes targets fenced by its term.
+//!
+//! When the lease is **lost** (the coordinator says it is gone, e.g. after an outage longer
+//! than the TTL) the driver discards every shard and every object pinned to this node,
+//! unsaved; the supervisor then registers again as a new incarnation (which owns nothing and
+//! claims again, epoch + 1, even shards naming its node id) and runs the three parts again,
+//! so the node serves again once the coordinator is back. [`ClusterNode::is_ready`] is the
+//! node's readiness: registered, lease Proven, watch current.
 
 mod driver;
 mod leader;
@@ -19,6 +27,7 @@ pub(crate) mod routes;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,12 +36,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::MonoTime;
 use crate::coordinator::{
-    ClusterView, CoordError, Coordinator, LeaseState, MemberFlags, MemberRegistration, MemberRole,
-    register_when_free,
+    ClusterView, CoordError, Coordinator, LeaseState, MemberFlags, MemberRecord,
+    MemberRegistration, MemberRole, register_when_free,
 };
 use crate::epoch::Epoch;
 use crate::handoff::Me;
-use crate::runtime::Node;
+use crate::runtime::{Node, NodeShared};
 use crate::shardmap::MemberId;
 use crate::transport::Transport;
 
@@ -58,6 +67,11 @@ pub struct ClusterOptions {
     pub evaluate_interval: Duration,
     /// At most this many shards in flight (owner and target both live and different).
     pub max_in_flight: usize,
+    /// The watch counts as current while its last event (a progress notification included)
+    /// is younger than this; readiness needs it current.
+    pub watch_stale_after: Duration,
+    /// How long re-registration after a lost lease waits between attempts.
+    pub reregister_interval: Duration,
 }
 
 impl ClusterOptions {
@@ -72,6 +86,8 @@ impl ClusterOptions {
             plan_interval: Duration::from_secs(1),
             evaluate_interval: Duration::from_millis(500),
             max_in_flight: 64,
+            watch_stale_after: Duration::from_secs(10),
+            reregister_interval: Duration::from_secs(1),
         }
     }
 }
@@ -106,20 +122,54 @@ pub enum ClusterError {
 pub struct ClusterNode {
     node: Arc<Node>,
     coordinator: Arc<dyn Coordinator>,
-    me: Me,
     options: ClusterOptions,
     cancel: CancellationToken,
     tasks: TaskTracker,
+    /// The current incarnation.
+    me: watch::Receiver<Me>,
     /// Shards this node serves or is acquiring or handing off (from the driver).
     owned: watch::Receiver<usize>,
-    /// Whether the incarnation's lease is lost (the node must exit or register again).
+    /// Whether the current incarnation's lease is lost (until registered again).
     lost: watch::Receiver<bool>,
+    /// When the driver last heard from the watch.
+    watch_seen: Arc<WatchSeen>,
 }
 
 impl fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClusterNode").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("ClusterNode").field("me", &*self.me.borrow()).finish_non_exhaustive()
     }
+}
+
+/// The node-clock instant of the last watch event the driver applied (0: none yet).
+#[derive(Debug, Default)]
+pub(crate) struct WatchSeen(AtomicU64);
+
+impl WatchSeen {
+    /// Records that the watch delivered something (or was opened) at `now`.
+    pub(crate) fn seen(&self, now: MonoTime) {
+        self.0.store(now.as_nanos().max(1), Ordering::Release);
+    }
+
+    /// Whether the last event is younger than `bound` at `now`.
+    pub(crate) fn current(&self, now: MonoTime, bound: Duration) -> bool {
+        let at = self.0.load(Ordering::Acquire);
+        at != 0 && now.saturating_duration_since(MonoTime::from_nanos(at)) < bound
+    }
+}
+
+/// What the supervisor needs to run incarnations one after another.
+struct Supervisor {
+    shared: Arc<NodeShared>,
+    coordinator: Arc<dyn Coordinator>,
+    routes: Arc<Routes>,
+    options: ClusterOptions,
+    registration: MemberRegistration,
+    generation: u64,
+    me: watch::Sender<Me>,
+    owned: Arc<watch::Sender<usize>>,
+    lost: watch::Sender<bool>,
+    watch_seen: Arc<WatchSeen>,
 }
 
 impl ClusterNode {
@@ -159,49 +209,46 @@ impl ClusterNode {
         let deadline = clock.now() + options.register_wait;
         let record = register_when_free(
             &*coordinator,
-            registration,
+            registration.clone(),
             &*clock,
             Duration::from_millis(200),
             deadline,
         )
         .await?;
         let me = Me { node: record.id.clone(), incarnation: record.incarnation };
-        tracing::info!(node = %me.node, incarnation = me.incarnation.0, "registered");
-        // Objects pinned to this node are fenced by its incarnation (a new one fences higher).
-        shared.ownership.serve_node(Epoch::new(config.generation, record.incarnation.0));
         let routes = Arc::new(Routes::new(me.node.clone(), transport, coordinator.clone()));
         shared.cluster.set(routes.clone()).map_err(|_| ClusterError::NotClustered)?;
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let (me_tx, me_rx) = watch::channel(me);
         let (lost_tx, lost) = watch::channel(false);
         let (owned_tx, owned) = watch::channel(0usize);
-        let (view_tx, view_rx) = watch::channel::<Option<Arc<ClusterView>>>(None);
-        tasks.spawn(follow_lease(
-            shared.clone(),
-            coordinator.clone(),
-            me.clone(),
-            lost_tx,
-            cancel.clone(),
-        ));
-        let driver = driver::Driver::new(
-            shared.clone(),
-            coordinator.clone(),
+        let watch_seen = Arc::new(WatchSeen::default());
+        let supervisor = Supervisor {
+            shared,
+            coordinator: coordinator.clone(),
             routes,
-            me.clone(),
-            options.clone(),
-            view_tx,
-            owned_tx,
-        );
-        tasks.spawn(driver.run(lost.clone(), cancel.clone()));
-        tasks.spawn(leader::lead(
-            coordinator.clone(),
-            clock,
-            options.clone(),
-            view_rx,
-            cancel.clone(),
-        ));
-        Ok(ClusterNode { node, coordinator, me, options, cancel, tasks, owned, lost })
+            options: options.clone(),
+            registration,
+            generation: config.generation,
+            me: me_tx,
+            owned: Arc::new(owned_tx),
+            lost: lost_tx,
+            watch_seen: watch_seen.clone(),
+        };
+        tasks.spawn(supervisor.run(record, cancel.clone()));
+        Ok(ClusterNode {
+            node,
+            coordinator,
+            options,
+            cancel,
+            tasks,
+            me: me_rx,
+            owned,
+            lost,
+            watch_seen,
+        })
     }
 
     /// The node.
@@ -209,9 +256,25 @@ impl ClusterNode {
         &self.node
     }
 
-    /// This member's id and incarnation.
-    pub fn me(&self) -> &Me {
-        &self.me
+    /// This member's id and current incarnation (a new one after a lost lease).
+    pub fn me(&self) -> Me {
+        self.me.borrow().clone()
+    }
+
+    /// Readiness: registered (the current incarnation's lease is not lost), the lease
+    /// *Proven* now, and the watch current (its last event, progress notifications included,
+    /// younger than `watch_stale_after`).
+    pub fn is_ready(&self) -> bool {
+        if *self.lost.borrow() {
+            return false;
+        }
+        let now = self.node.clock().now();
+        let incarnation = self.me.borrow().incarnation;
+        let lease = *self.coordinator.lease_status().borrow();
+        lease.incarnation == Some(incarnation)
+            && lease.state == LeaseState::Proven
+            && lease.valid_until > now
+            && self.watch_seen.current(now, self.options.watch_stale_after)
     }
 
     /// Shards this node serves, acquires or hands off now.
@@ -219,7 +282,8 @@ impl ClusterNode {
         *self.owned.borrow()
     }
 
-    /// Whether the incarnation's lease was lost (the node serves nothing any more).
+    /// Whether the current incarnation's lease was lost: the node serves nothing until it
+    /// registered again as a new incarnation.
     pub fn lease_lost(&self) -> bool {
         *self.lost.borrow()
     }
@@ -236,11 +300,11 @@ impl ClusterNode {
         loop {
             let count = *owned.borrow_and_update();
             if count == 0 {
-                tracing::info!(node = %self.me.node, "drained");
+                tracing::info!(node = %self.me.borrow().node, "drained");
                 return Ok(());
             }
             if clock.now() >= deadline {
-                tracing::warn!(node = %self.me.node, owned = count, "drain timed out");
+                tracing::warn!(node = %self.me.borrow().node, owned = count, "drain timed out");
                 return Err(ClusterError::DrainTimedOut { owned: count });
             }
             tokio::select! {
@@ -273,6 +337,104 @@ impl ClusterNode {
     }
 }
 
+impl Supervisor {
+    /// Runs incarnations one after another until cancelled: serve under `record`, and after
+    /// a lost lease register again.
+    async fn run(self, mut record: MemberRecord, cancel: CancellationToken) {
+        loop {
+            self.run_incarnation(&record, &cancel).await;
+            if cancel.is_cancelled() {
+                return;
+            }
+            match self.register_again(&cancel).await {
+                Some(fresh) => record = fresh,
+                None => return,
+            }
+        }
+    }
+
+    /// Serves one incarnation until its lease is lost (everything discarded) or cancelled.
+    async fn run_incarnation(&self, record: &MemberRecord, cancel: &CancellationToken) {
+        let me = Me { node: record.id.clone(), incarnation: record.incarnation };
+        tracing::info!(node = %me.node, incarnation = me.incarnation.0, "registered");
+        self.me.send_replace(me.clone());
+        // Objects pinned to this node are fenced by its incarnation (a new one fences higher).
+        self.shared.ownership.serve_node(Epoch::new(self.generation, record.incarnation.0));
+        self.lost.send_replace(false);
+        let stop = cancel.child_token();
+        let parts = TaskTracker::new();
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let (view_tx, view_rx) = watch::channel::<Option<Arc<ClusterView>>>(None);
+        parts.spawn(follow_lease(
+            self.shared.clone(),
+            self.coordinator.clone(),
+            me.clone(),
+            lost_tx,
+            stop.clone(),
+        ));
+        parts.spawn(leader::lead(
+            self.coordinator.clone(),
+            self.shared.clock.clone(),
+            self.options.clone(),
+            view_rx,
+            stop.clone(),
+        ));
+        let driver = driver::Driver::new(
+            self.shared.clone(),
+            self.coordinator.clone(),
+            self.routes.clone(),
+            me,
+            self.options.clone(),
+            view_tx,
+            self.owned.clone(),
+            self.watch_seen.clone(),
+        );
+        // The driver returns once cancelled, or once the lease is lost and it discarded
+        // every shard; only then do the other parts stop.
+        driver.run(lost_rx.clone(), stop.clone()).await;
+        stop.cancel();
+        parts.close();
+        parts.wait().await;
+        if *lost_rx.borrow() && !cancel.is_cancelled() {
+            self.shared.ownership.stop_serving_node();
+            self.shared.discard_pinned();
+            self.routes.bump();
+            self.lost.send_replace(true);
+        }
+    }
+
+    /// Registers a new incarnation, retrying every `reregister_interval`; `None` when
+    /// cancelled first.
+    async fn register_again(&self, cancel: &CancellationToken) -> Option<MemberRecord> {
+        let clock = self.shared.clock.clone();
+        loop {
+            let attempt = async {
+                let deadline = clock.now() + self.options.register_wait;
+                register_when_free(
+                    &*self.coordinator,
+                    self.registration.clone(),
+                    &*clock,
+                    Duration::from_millis(200),
+                    deadline,
+                )
+                .await
+            };
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                registered = attempt => match registered {
+                    Ok(record) => return Some(record),
+                    Err(error) => tracing::warn!(%error, "registering again failed; retrying"),
+                },
+            }
+            let retry = clock.now() + self.options.reregister_interval;
+            tokio::select! {
+                () = cancel.cancelled() => return None,
+                () = clock.sleep_until(retry) => {}
+            }
+        }
+    }
+}
+
 /// Copies the lease status into the ownership table until the lease is lost or the task is
 /// cancelled.
 async fn follow_lease(
@@ -292,7 +454,7 @@ async fn follow_lease(
                 }
                 LeaseState::Lost => {
                     shared.ownership.set_lease_valid_until(MonoTime::ZERO);
-                    tracing::error!(node = %me.node, "lease lost: discarding every shard");
+                    tracing::error!(node = %me.node, incarnation = me.incarnation.0, "lease lost");
                     let _ = lost.send(true);
                     return;
                 }

@@ -338,6 +338,25 @@ impl NodeShared {
     }
 }
 
+impl NodeShared {
+    /// The lease of this node's incarnation is lost: drop the activations of objects pinned
+    /// to this node unsaved (a new incarnation fences them higher).
+    pub(crate) fn discard_pinned(&self) {
+        for table in 0..self.config.shard_count {
+            let pinned: Vec<Arc<ActivationShared>> = self
+                .table(table)
+                .iter()
+                .filter(|s| matches!(s.0.location.fence, FenceKey::Node(_)))
+                .map(|s| s.0.clone())
+                .collect();
+            for activation in pinned {
+                activation.request_deactivation(DeactivateReason::Discard);
+                activation.poison_now();
+            }
+        }
+    }
+}
+
 /// The call chain as the transport carries it: `(object id, shard)`, root first.
 fn chain_links(chain: Option<&Arc<CallChain>>) -> Vec<(String, u32)> {
     let Some(chain) = chain else { return Vec::new() };

@@ -952,4 +952,157 @@ mod routing {
         assert!(transport.peers.lock().unwrap().is_empty());
         node.shutdown().await;
     }
+
+    /// The shared state of a scripted coordinator: registrations hand out incarnations 1, 2,
+    /// …; claims succeed at the next epoch and show up in later snapshots.
+    #[derive(Default)]
+    struct Scripted {
+        incarnation: u64,
+        epoch: u64,
+        map: Option<ShardMap>,
+        claims: Vec<(u32, Option<u64>, Epoch)>,
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_discards_everything_and_a_new_incarnation_claims_again() {
+        use crate::cluster::{ClusterNode, ClusterOptions};
+        use crate::coordinator::{
+            ClaimOutcome, CoordError, LeaseState, LeaseStatus, MemberRegistration,
+        };
+        use futures::StreamExt;
+
+        let script = Arc::new(Mutex::new(Scripted::default()));
+        let clock = SystemClock::shared();
+        let (lease_tx, lease_rx) = tokio::sync::watch::channel(LeaseStatus::UNREGISTERED);
+        let lease_tx = Arc::new(lease_tx);
+        let proven = {
+            let clock = clock.clone();
+            move |incarnation: u64| LeaseStatus {
+                incarnation: Some(Incarnation(incarnation)),
+                state: LeaseState::Proven,
+                valid_until: clock.now() + Duration::from_secs(3600),
+                granted_ttl: Duration::from_secs(10),
+            }
+        };
+        let mut coordinator = MockCoordinator::new();
+        coordinator
+            .expect_join_cluster()
+            .returning(|count| Ok(ClusterConfig { shard_count: count, generation: 1 }));
+        {
+            let (script, lease_tx, proven) = (script.clone(), lease_tx.clone(), proven.clone());
+            coordinator.expect_register().returning(move |r: MemberRegistration| {
+                let mut script = script.lock().unwrap();
+                script.incarnation += 1;
+                lease_tx.send_replace(proven(script.incarnation));
+                let mut record = member(r.id.as_str());
+                record.incarnation = Incarnation(script.incarnation);
+                Ok(record)
+            });
+        }
+        coordinator.expect_lease_status().returning(move || lease_rx.clone());
+        {
+            let script = script.clone();
+            coordinator.expect_snapshot().returning(move || {
+                let mut script = script.lock().unwrap();
+                let incarnation = script.incarnation;
+                let map = script.map.get_or_insert_with(|| {
+                    let mut map = ShardMap::new(64);
+                    for shard in 0..64 {
+                        let target = Some(TargetRecord::planned("node-1"));
+                        map.set_target(crate::shard::ShardId(shard), target);
+                    }
+                    map
+                });
+                let mut me = member("node-1");
+                me.incarnation = Incarnation(incarnation);
+                Ok(ClusterSnapshot {
+                    revision: Revision(1),
+                    config: ClusterConfig { shard_count: 64, generation: 1 },
+                    members: [(me.id.clone(), me)].into_iter().collect(),
+                    leader: None,
+                    map: map.clone(),
+                    pins: Default::default(),
+                })
+            });
+        }
+        coordinator.expect_watch().returning(|_| Ok(futures::stream::pending().boxed()));
+        coordinator.expect_campaign().returning(|| Err(CoordError::NotRegistered));
+        {
+            let script = script.clone();
+            coordinator.expect_claim().returning(move |claims| {
+                let mut script = script.lock().unwrap();
+                let incarnation = Incarnation(script.incarnation);
+                let mut outcomes = Vec::new();
+                for claim in claims {
+                    script.epoch += 1;
+                    let epoch = Epoch::new(1, script.epoch);
+                    let owner =
+                        OwnerRecord { node: "node-1".into(), incarnation, epoch, released: false };
+                    let previous = claim.expected_owner.as_ref().map(|o| o.incarnation.0);
+                    script.claims.push((claim.shard.0, previous, epoch));
+                    if let Some(map) = script.map.as_mut() {
+                        map.set_owner(claim.shard, Some(owner.clone()));
+                    }
+                    outcomes.push(ClaimOutcome { shard: claim.shard, result: Ok(owner) });
+                }
+                Ok(outcomes)
+            });
+        }
+        coordinator.expect_deregister().returning(|| Ok(()));
+        coordinator.expect_resign().returning(|_| Ok(()));
+
+        let store = MemoryStore::new(clock.clone(), Duration::from_secs(3600), false);
+        let node = Arc::new(
+            NodeBuilder::new(NodeConfig { shard_count: 64, ..NodeConfig::default() })
+                .clustered()
+                .clock(clock.clone())
+                .store(Arc::new(store))
+                .object::<Probe>()
+                .start()
+                .unwrap(),
+        );
+        let mut options = ClusterOptions::new("node-1:1");
+        options.reregister_interval = Duration::from_millis(10);
+        let transport = Arc::new(ScriptedTransport::default());
+        let cluster = ClusterNode::start(node.clone(), Arc::new(coordinator), transport, options)
+            .await
+            .unwrap();
+        let settle = async |what: &str, done: &dyn Fn() -> bool| {
+            for _ in 0..500 {
+                if done() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("{what} did not happen");
+        };
+        settle("serving every shard", &|| cluster.owned_shards() == 64 && cluster.is_ready()).await;
+        assert_eq!(cluster.me().incarnation, Incarnation(1));
+        assert_eq!(node.client().get::<Probe>("x").add(3).await, Ok(3));
+        assert!(node.is_active("x"));
+
+        // The coordinator says the lease is gone: everything is discarded, then the node
+        // registers again and claims every shard again, at a higher epoch.
+        lease_tx.send_replace(LeaseStatus {
+            state: LeaseState::Lost,
+            valid_until: MonoTime::ZERO,
+            ..proven(1)
+        });
+        settle("re-registering", &|| cluster.me().incarnation == Incarnation(2)).await;
+        settle("serving again", &|| cluster.owned_shards() == 64 && cluster.is_ready()).await;
+        assert!(!cluster.lease_lost());
+        {
+            let script = script.lock().unwrap();
+            assert_eq!(script.claims.len(), 128, "every shard claimed once per incarnation");
+            let again: Vec<_> = script.claims[64..].iter().collect();
+            assert!(
+                again.iter().all(|(_, previous, epoch)| *previous == Some(1) && epoch.counter > 64),
+                "the new incarnation claims over its predecessor, epoch + 1"
+            );
+        }
+        // The old activation was discarded unsaved: "x" starts again from nothing.
+        assert_eq!(node.client().get::<Probe>("x").add(1).await, Ok(1));
+        cluster.shutdown().await;
+        node.shutdown().await;
+    }
 }
