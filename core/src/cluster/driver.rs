@@ -291,7 +291,9 @@ impl Driver {
                         self.routes.bump();
                     }
                     Decision::ReportMoveFailed { shard } => {
-                        // Not reported to the leader yet: it re-plans the same move.
+                        // Reported by keeping the shard: the leader sees its target not
+                        // claim it while this owner lives, and after claim_timeout cancels
+                        // and backs off the move (leader::StuckMoves).
                         tracing::warn!(node = %self.me.node, shard = shard.0, "move failed: a save failed during handoff");
                     }
                 }

@@ -72,6 +72,11 @@ pub struct ClusterOptions {
     pub watch_stale_after: Duration,
     /// How long re-registration after a lost lease waits between attempts.
     pub reregister_interval: Duration,
+    /// The leader gives up a move whose live target has not claimed the shard for this
+    /// long (longer than `handoff_timeout`: a handoff may take that long).
+    pub claim_timeout: Duration,
+    /// A given-up move (to that target) is not planned again for this long.
+    pub move_backoff: Duration,
 }
 
 impl ClusterOptions {
@@ -88,6 +93,8 @@ impl ClusterOptions {
             max_in_flight: 64,
             watch_stale_after: Duration::from_secs(10),
             reregister_interval: Duration::from_secs(1),
+            claim_timeout: Duration::from_secs(60),
+            move_backoff: Duration::from_secs(60),
         }
     }
 }
