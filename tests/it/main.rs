@@ -3,3 +3,4 @@
 mod cluster;
 mod counter_example;
 mod dependency_rules;
+mod node_process;

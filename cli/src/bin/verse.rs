@@ -1,0 +1,5 @@
+//! The `verse` binary.
+
+fn main() -> anyhow::Result<()> {
+    verse_cli::run()
+}

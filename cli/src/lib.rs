@@ -1,0 +1,55 @@
+//! The `verse` command line. `verse node` runs one cluster node hosting the example objects
+//! (`Counter`, `Greeter`) against etcd or the embedded Raft group, with an ops HTTP port; see
+//! `docs/OPERATIONS.md`.
+//!
+//! [`run`] is the whole program: the `verse` binary and the test shim in `verse-tests` call it.
+
+pub mod config;
+pub mod node;
+pub mod ops;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// The `verse` command.
+#[derive(Debug, Parser)]
+#[command(name = "verse", version, about = "Verse: a distributed object runtime")]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs a cluster node until SIGTERM or SIGINT (then drains and exits 0).
+    Node(config::NodeArgs),
+}
+
+/// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the command.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    match cli.command {
+        Command::Node(args) => {
+            let settings = args.resolve()?;
+            runtime.block_on(node::run(settings))
+        }
+    }
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Another subscriber (a test harness) may already be set: keep it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .try_init();
+}
