@@ -171,8 +171,19 @@ pub fn report(title: &str, rows: &[Row], json_path: Option<&str>) -> anyhow::Res
     Ok(())
 }
 
-/// Installs the Prometheus recorder (metrics on, as in `verse dev`); call before building nodes.
+/// Installs the Prometheus recorder (metrics on, as in `verse node`) with its periodic upkeep
+/// (histogram samples are drained every second, as a scraped node's would be); call inside the
+/// runtime, before building nodes.
 pub fn install_metrics() {
     // An error means a recorder is already installed, which is what we want.
-    let _ = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder();
+    if let Ok(handle) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        // Runs for the life of the benchmark process.
+        drop(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        }));
+    }
 }

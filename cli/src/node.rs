@@ -70,6 +70,21 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let ops_address = ops_listener.local_addr()?;
     let ops_stop = CancellationToken::new();
     let ready = readiness(stopping.clone(), joined.clone(), clock.clone());
+    // Histogram samples buffer in the recorder until drained: without a scrape they would grow
+    // without bound, so upkeep drains them periodically.
+    let upkeep = tokio::spawn({
+        let metrics = metrics.clone();
+        let stop = ops_stop.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => metrics.run_upkeep(),
+                }
+            }
+        }
+    });
     let ops_served = tokio::spawn(ops::serve(ops_listener, metrics, ready, ops_stop.clone()));
 
     let (coordinator, voter) = coordinator(&settings, &clock).await?;
@@ -142,6 +157,9 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         voter.voter.shutdown().await;
     }
     ops_stop.cancel();
+    if let Err(error) = upkeep.await {
+        tracing::warn!(%error, "metrics upkeep task failed");
+    }
     match ops_served.await {
         Ok(Err(error)) => tracing::warn!(%error, "ops server failed"),
         Err(error) => tracing::warn!(%error, "ops server task failed"),

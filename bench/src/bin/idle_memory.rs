@@ -104,6 +104,10 @@ fn main() -> anyhow::Result<()> {
         }
         drop(ids);
         node.shutdown().await;
+        drop(client);
+        drop(node);
+        let left = LIVE_BYTES.load(Ordering::Relaxed) - before;
+        println!("after shutdown and drop: {left} bytes still live (leak check; small is good)");
         Ok(())
     })
 }
