@@ -68,6 +68,25 @@ struct Args {
     /// Write the rows as JSON here.
     #[arg(long)]
     json: Option<String>,
+    /// Internal: measure one run (`baseline`, `fresh` or `redb`) in this process and print
+    /// its rate. The parent runs every measurement in a fresh process, so one run's millions
+    /// of freed allocations do not slow the next (they did, by up to 4x over five rounds).
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+/// Runs one measurement in a child process and reads its rate.
+fn measure_in_child(kind: &str, seconds: f64) -> anyhow::Result<f64> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["--one", kind, "--seconds", &seconds.to_string()])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "child {kind} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout)?;
+    Ok(text.trim().parse()?)
 }
 
 const ACTIVATORS: usize = 16;
@@ -143,26 +162,36 @@ async fn subject_redb(round: usize, warmup: Duration, measure: Duration) -> anyh
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(async move {
-        install_metrics();
-        let warmup = Duration::from_millis(200);
-        let measure = Duration::from_secs_f64(args.seconds);
-        let mut fresh = Vec::new();
-        let mut redb = Vec::new();
-        for round in 0..args.pairs {
-            let b = baseline(warmup, measure).await;
-            let s = subject_fresh(round, warmup, measure).await?;
-            fresh.push((b, s));
-            let b = baseline(warmup, measure).await;
-            let s = subject_redb(round, warmup, measure).await?;
-            redb.push((b, s));
-        }
-        let rows = vec![
-            Row::new("P4", "activations, no stored state, 16 activators", &fresh, Some(0.5)),
-            Row::new("P4r", "activations, redb store (no target)", &redb, None),
-        ];
-        report("P4 activations", &rows, args.json.as_deref())
-    })
+    if let Some(kind) = args.one.as_deref() {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let rate = runtime.block_on(async move {
+            install_metrics();
+            let warmup = Duration::from_millis(200);
+            let measure = Duration::from_secs_f64(args.seconds);
+            match kind {
+                "baseline" => Ok(baseline(warmup, measure).await),
+                "fresh" => subject_fresh(0, warmup, measure).await,
+                "redb" => subject_redb(0, warmup, measure).await,
+                other => anyhow::bail!("unknown run {other:?}"),
+            }
+        })?;
+        println!("{rate}");
+        return Ok(());
+    }
+    let mut fresh = Vec::new();
+    let mut redb = Vec::new();
+    for _ in 0..args.pairs {
+        let b = measure_in_child("baseline", args.seconds)?;
+        let s = measure_in_child("fresh", args.seconds)?;
+        fresh.push((b, s));
+        let b = measure_in_child("baseline", args.seconds)?;
+        let s = measure_in_child("redb", args.seconds)?;
+        redb.push((b, s));
+    }
+    let rows = vec![
+        Row::new("P4", "activations, no stored state, 16 activators", &fresh, Some(0.5)),
+        Row::new("P4r", "activations, redb store (no target)", &redb, None),
+    ];
+    report("P4 activations (each run in a fresh process)", &rows, args.json.as_deref())
 }
