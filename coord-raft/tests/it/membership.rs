@@ -3,10 +3,26 @@
 
 use std::time::Duration;
 
-use verse_coord_raft::VoterError;
+use verse_coord_raft::{MembershipView, RaftVoter, VoterError};
 use verse_core::coordinator::Coordinator;
 
 use crate::fixture::{GrpcCluster, start_grpc_voter};
+
+/// The membership as `voter` has applied it, once `settled` holds (a change committed through
+/// another voter reaches this one's state machine a moment later), or as it is after 10 s.
+async fn membership_once(
+    voter: &RaftVoter,
+    settled: impl Fn(&MembershipView) -> bool,
+) -> MembershipView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = voter.membership();
+        if settled(&view) || tokio::time::Instant::now() >= deadline {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
 
 #[tokio::test]
 async fn add_learner_promote_and_remove() {
@@ -18,12 +34,12 @@ async fn add_learner_promote_and_remove() {
 
     // Run on a voter that is not necessarily the Raft leader: the change is forwarded.
     cluster.voters[1].add_learner(4, &address).await.unwrap();
-    let view = cluster.voters[0].membership();
+    let view = membership_once(&cluster.voters[0], |v| v.learners.contains_key(&4)).await;
     assert_eq!(view.learners.get(&4), Some(&address));
     assert!(!view.voters.contains_key(&4));
 
     cluster.voters[2].promote(&[4]).await.unwrap();
-    let view = cluster.voters[0].membership();
+    let view = membership_once(&cluster.voters[0], |v| v.voters.contains_key(&4)).await;
     assert_eq!(view.voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4]);
     assert!(view.learners.is_empty());
     assert_eq!(voter.wait_for_leader(Duration::from_secs(10)).await.unwrap(), {
@@ -31,7 +47,7 @@ async fn add_learner_promote_and_remove() {
     });
 
     cluster.voters[0].remove(&[4]).await.unwrap();
-    let view = cluster.voters[1].membership();
+    let view = membership_once(&cluster.voters[1], |v| !v.voters.contains_key(&4)).await;
     assert_eq!(view.voters.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3]);
     assert!(view.learners.is_empty());
 
