@@ -8,26 +8,20 @@
 //! [`crate::status::classify`]: only errors that prove the call did not start may be resent.
 
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Response, Status};
 use tower_service::Service;
 use verse_core::{CallError, CallerIdentity, EncodedMessage, MonoTime, SharedClock};
 
-use crate::net::TcpConnector;
+use crate::net::{BoxError, HyperConnector, TcpConnector};
 use crate::proto::node_client::NodeClient as ProtocolClient;
 use crate::status::{CallSite, classify};
 use crate::{proto, wire};
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Client settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,31 +304,6 @@ impl NodeClient {
                 }),
             },
         }
-    }
-}
-
-/// Adapts a connector of tokio byte streams to the hyper streams tonic's channel takes.
-#[derive(Clone)]
-struct HyperConnector<C>(C);
-
-impl<C> Service<Uri> for HyperConnector<C>
-where
-    C: Service<Uri>,
-    C::Response: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    C::Future: Send + 'static,
-    C::Error: Into<BoxError>,
-{
-    type Response = TokioIo<C::Response>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connect = self.0.call(uri);
-        Box::pin(async move { connect.await.map(TokioIo::new).map_err(Into::into) })
     }
 }
 

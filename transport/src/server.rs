@@ -10,15 +10,14 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tonic::transport::server::Connected;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::{Request, Response, Status};
 use verse_core::{CallError, Node};
 
+use crate::net::ServerIo;
 use crate::proto::node_server::{Node as NodeProtocol, NodeServer as ProtocolServer};
 use crate::push::{PushError, PushHub};
 use crate::status::to_status;
@@ -228,53 +227,4 @@ async fn within(
     tokio::time::timeout(Duration::from_micros(remaining_micros), operation)
         .await
         .unwrap_or_else(|_| Err(CallError::DeadlineExceeded { id: id.to_owned() }))
-}
-
-/// An injected connection as tonic's server takes it (tonic asks each connection for its
-/// peer info; injected connections have none to give).
-struct ServerIo<IO>(IO);
-
-impl<IO> Connected for ServerIo<IO> {
-    type ConnectInfo = ();
-    fn connect_info(&self) {}
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for ServerIo<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for ServerIo<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
 }
