@@ -18,6 +18,7 @@ use crate::context::CallContext;
 use crate::epoch::Epoch;
 use crate::error::CallError;
 use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick, TurnFuture};
+use crate::runtime::observe::{TurnObserver, TurnRecord};
 use crate::store::{DeleteRequest, SaveRequest, StoredObject};
 
 /// Entry point stored in the type registry.
@@ -352,6 +353,7 @@ async fn serve<T: Object>(
         ctx.chain = None;
         ctx.caller = None;
         let Some(result) = outcome else {
+            observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
             poisoned(node, activation);
             return Ending::Discard;
         };
@@ -362,6 +364,7 @@ async fn serve<T: Object>(
         } else {
             (result, None)
         };
+        observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
         finish_turn(node, activation, live, started, sampled_start, result);
         if let Some(ending) = ending {
             return ending;
@@ -422,6 +425,7 @@ fn begin_turn<'a, T: Object>(
             return Err(Ending::Deactivate(DeactivateReason::Handoff));
         }
     }
+    observe_turn(node, activation, live.epoch, TurnObserver::turn_started);
     activation.entry.metrics.methods[input.method].calls.add(1);
     live.last_method = input.method;
     // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY on each worker thread): precise
@@ -433,6 +437,24 @@ fn begin_turn<'a, T: Object>(
     let ctx: &'a CallContext = ctx;
     let turn = T::dispatch(&mut live.object, ctx, input.method, input.payload);
     Ok((turn, input.started, sampled_start))
+}
+
+/// Tells the node's turn observer, if any, that a turn of `activation` started or finished.
+fn observe_turn(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    epoch: Epoch,
+    event: fn(&dyn TurnObserver, &TurnRecord<'_>),
+) {
+    if let Some(observer) = &node.observer {
+        let record = TurnRecord {
+            node_id: &node.config.node_id,
+            object_type: activation.entry.name,
+            object_id: &activation.id,
+            epoch,
+        };
+        event(&**observer, &record);
+    }
 }
 
 /// The turn overran `max_turn_duration` and was dropped mid-way: its caller learns the outcome

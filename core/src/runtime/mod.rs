@@ -4,6 +4,7 @@
 pub(crate) mod activation;
 mod lifecycle;
 mod metrics;
+pub mod observe;
 pub(crate) mod ownership;
 mod remote;
 pub(crate) mod timer;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
 use self::metrics::TypeMetrics;
+use self::observe::TurnObserver;
 use self::ownership::{Location, Ownership};
 pub(crate) use self::remote::ControlKind;
 use self::remote::{Elsewhere, ElsewhereCall};
@@ -261,6 +263,8 @@ pub(crate) struct NodeShared {
     /// Routes to other nodes, once the cluster runtime started (read only off the local
     /// hot path, after an ownership check refused).
     pub(crate) cluster: OnceLock<Arc<Routes>>,
+    /// Sees every turn's start and end (invariant checkers), if installed.
+    pub(crate) observer: Option<Arc<dyn TurnObserver>>,
 }
 
 impl fmt::Debug for NodeShared {
@@ -569,6 +573,7 @@ pub struct NodeBuilder {
     executor: Option<SharedExecutor>,
     store: Option<Arc<dyn StateStore>>,
     clustered: bool,
+    observer: Option<Arc<dyn TurnObserver>>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -588,6 +593,7 @@ impl NodeBuilder {
             executor: None,
             store: None,
             clustered: false,
+            observer: None,
         }
     }
 
@@ -634,6 +640,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Installs a turn observer (invariant checkers; see [`observe`]).
+    pub fn turn_observer(mut self, observer: Arc<dyn TurnObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Starts the node (spawns its ticker on the current tokio runtime).
     pub fn start(self) -> Result<Node, BuildError> {
         let config = self.config;
@@ -675,6 +687,7 @@ impl NodeBuilder {
             shutdown: CancellationToken::new(),
             clustered: self.clustered,
             cluster: OnceLock::new(),
+            observer: self.observer,
         });
         let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
         Ok(Node { shared, ticker: Mutex::new(Some(ticker)) })

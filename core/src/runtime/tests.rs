@@ -1106,3 +1106,60 @@ mod routing {
         node.shutdown().await;
     }
 }
+
+/// Records turn events as `(started, object id, epoch counter)`.
+#[derive(Default)]
+struct RecordingObserver {
+    events: Mutex<Vec<(bool, String, u64)>>,
+}
+
+impl crate::runtime::observe::TurnObserver for RecordingObserver {
+    fn turn_started(&self, turn: &crate::runtime::observe::TurnRecord<'_>) {
+        assert_eq!(turn.object_type, "Probe");
+        self.events.lock().unwrap().push((true, turn.object_id.to_owned(), turn.epoch.counter));
+    }
+    fn turn_finished(&self, turn: &crate::runtime::observe::TurnRecord<'_>) {
+        self.events.lock().unwrap().push((false, turn.object_id.to_owned(), turn.epoch.counter));
+    }
+}
+
+#[tokio::test]
+async fn the_turn_observer_sees_every_turn_start_and_finish_in_pairs_poisoned_turns_included() {
+    let clock = ManualClock::starting_at(MonoTime::from_nanos(1_000_000_000));
+    let store = MemoryStore::new(clock.shared(), Duration::from_secs(3600), true);
+    let observer = Arc::new(RecordingObserver::default());
+    let options = TypeOptions::default()
+        .max_turn_duration(Duration::from_secs(1))
+        .persistence(PersistencePolicy::WriteThrough);
+    let node = NodeBuilder::new(NodeConfig { shard_count: 64, ..NodeConfig::default() })
+        .clock(clock.shared())
+        .store(Arc::new(store.clone()))
+        .object_with::<Probe>(options)
+        .turn_observer(observer.clone())
+        .start()
+        .unwrap();
+    let id = unique("observed");
+    let probe = node.client().get::<Probe>(id.clone());
+    assert_eq!(probe.add(2).await.unwrap(), 2);
+    assert_eq!(probe.add(3).await.unwrap(), 5);
+    let stuck = tokio::spawn({
+        let probe = probe.clone();
+        async move { probe.raw().call::<Num, Num>("Wait", Num { value: 1, route: String::new() }).await }
+    });
+    settle().await;
+    {
+        let events = observer.events.lock().unwrap();
+        assert_eq!(events.len(), 5, "two finished turns and one running: {events:?}");
+        assert!(events[4].0, "the running turn has started and not finished");
+    }
+    clock.advance(Duration::from_millis(1_100));
+    settle().await;
+    assert!(matches!(stuck.await.unwrap(), Err(CallError::OutcomeUnknown { .. })));
+    let events = observer.events.lock().unwrap().clone();
+    let starts: Vec<bool> = events.iter().map(|e| e.0).collect();
+    assert_eq!(starts, vec![true, false, true, false, true, false]);
+    assert!(events.iter().all(|(_, object, _)| *object == id));
+    // A local node serves every shard at one epoch, the same for every turn.
+    assert!(events.windows(2).all(|w| w[0].2 == w[1].2));
+    node.shutdown().await;
+}
