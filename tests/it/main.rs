@@ -1,5 +1,6 @@
 //! Verse's cross-crate integration tests: one binary, one module per concern.
 
+mod chat_example;
 mod cluster;
 mod counter_example;
 mod dependency_rules;
