@@ -4,4 +4,5 @@ mod chat_example;
 mod cluster;
 mod counter_example;
 mod dependency_rules;
+mod gateway;
 mod node_process;
