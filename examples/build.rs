@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     config.enable_type_names();
     config.type_name_domain(["."], "type.googleapis.com");
-    config.compile_protos(&["proto/counter.proto", "proto/greeter.proto"], &["proto"])?;
+    config.compile_protos(
+        &["proto/counter.proto", "proto/greeter.proto", "proto/chat.proto"],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

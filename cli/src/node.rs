@@ -32,6 +32,7 @@ use verse_core::{
     ClusterNode, ClusterOptions, Coordinator, MemoryStore, SharedClock, StateStore, SystemClock,
     TokioBlockingExecutor,
 };
+use verse_examples::chat::ChatRoom;
 use verse_examples::counter::Counter;
 use verse_examples::greeter::Greeter;
 use verse_store_postgres::{PostgresOptions, PostgresStore, SchemaName};
@@ -95,11 +96,15 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     let counters = TypeOptions::default().persistence(PersistencePolicy::WriteThrough);
+    // One hub: objects push into it, gateways' push streams read from it.
+    let push_hub = verse_transport::PushHub::default();
     let node = Arc::new(
         NodeBuilder::new(config)
             .clustered()
             .object_with::<Counter>(counters)
             .object::<Greeter>()
+            .object::<ChatRoom>()
+            .push_sink(Arc::new(push_hub.clone()))
             .clock(clock.clone())
             .store(store)
             .start()
@@ -112,7 +117,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let bound = incoming.local_addr()?;
     let advertise = settings.advertise.clone().unwrap_or_else(|| bound.to_string());
     let server_stop = CancellationToken::new();
-    let server = verse_transport::NodeServer::new(node.clone());
+    let server = verse_transport::NodeServer::new(node.clone()).with_push_hub(push_hub);
     let server_served = tokio::spawn(server.serve(incoming, server_stop.clone().cancelled_owned()));
 
     let transport = Arc::new(verse_transport::NodeClient::new(clock.clone()));

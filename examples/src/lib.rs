@@ -2,7 +2,10 @@
 //!
 //! [`counter::Counter`] is the counter of GoVerse's counter sample: object type `Counter`,
 //! methods `Increment`, `Decrement`, `Get` and `Reset`, each answering `CounterResponse`.
+//! [`chat::ChatRoom`] (type `ChatRoom`, package `chat`) pushes posted messages to its members'
+//! client sessions.
 
+pub mod chat;
 pub mod counter;
 pub mod greeter;
 
@@ -12,6 +15,10 @@ pub mod proto {
     /// Package `counter`.
     pub mod counter {
         include!(concat!(env!("OUT_DIR"), "/counter.rs"));
+    }
+    /// Package `chat`.
+    pub mod chat {
+        include!(concat!(env!("OUT_DIR"), "/chat.rs"));
     }
     /// Package `greeter`.
     pub mod greeter {

@@ -20,9 +20,13 @@
 //! claims again, epoch + 1, even shards naming its node id) and runs the three parts again,
 //! so the node serves again once the coordinator is back. [`ClusterNode::is_ready`] is the
 //! node's readiness: registered, lease Proven, watch current.
+//!
+//! A member that hosts no objects (a gateway) routes with a [`Router`]: the same route choice,
+//! retry rule and backoff over a view it publishes itself.
 
 mod driver;
 mod leader;
+mod router;
 pub(crate) mod routes;
 
 use std::fmt;
@@ -45,6 +49,7 @@ use crate::runtime::{Node, NodeShared};
 use crate::shardmap::MemberId;
 use crate::transport::Transport;
 
+pub use self::router::{RoutedCall, Router};
 use self::routes::Routes;
 
 /// How a clustered node behaves. Numbers are defaults; tests shorten them.

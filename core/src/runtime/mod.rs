@@ -36,6 +36,7 @@ use crate::context::{CallChain, CallerIdentity, check_chain};
 use crate::error::CallError;
 use crate::executor::{SharedExecutor, TokioBlockingExecutor};
 use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeOptions};
+use crate::push::{PushMessage, PushSink, gateway_of};
 use crate::reference::{Caller, RawRef};
 use crate::rng::RandomSource;
 use crate::shard::{DEFAULT_SHARD_COUNT, Placement, ShardId, hash_shard, place};
@@ -265,6 +266,8 @@ pub(crate) struct NodeShared {
     pub(crate) cluster: OnceLock<Arc<Routes>>,
     /// Sees every turn's start and end (invariant checkers), if installed.
     pub(crate) observer: Option<Arc<dyn TurnObserver>>,
+    /// Where pushes go (none: pushes fail with `PushError::NoSink`).
+    pub(crate) push: Option<Arc<dyn PushSink>>,
 }
 
 impl fmt::Debug for NodeShared {
@@ -289,6 +292,44 @@ impl NodeShared {
 
     pub(crate) fn wheel_granularity(&self) -> Duration {
         self.config.tick
+    }
+
+    /// Hands a push from object `(object_type, object_id)` to the sink: to `client_id`'s
+    /// gateway, or (`client_id` = `None`) to every gateway. Counted in `verse_push_total`.
+    pub(crate) fn push(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        client_id: Option<&str>,
+        message: EncodedMessage,
+    ) -> Result<usize, crate::push::PushError> {
+        let outcome = self.push_inner(object_type, object_id, client_id, message);
+        crate::push::count(&outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        outcome
+    }
+
+    fn push_inner(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        client_id: Option<&str>,
+        message: EncodedMessage,
+    ) -> Result<usize, crate::push::PushError> {
+        let sink = self.push.as_ref().ok_or(crate::push::PushError::NoSink)?;
+        let mut push = PushMessage {
+            client_id: String::new(),
+            object_type: object_type.to_owned(),
+            object_id: object_id.to_owned(),
+            message,
+        };
+        let Some(client_id) = client_id else { return Ok(sink.broadcast(push)) };
+        let gateway = gateway_of(client_id)?;
+        // Without a view (an unclustered node, or before the first view) nothing is known:
+        // let the sink buffer briefly.
+        let live =
+            self.cluster.get().and_then(|routes| routes.gateway_live(gateway)).unwrap_or(true);
+        push.client_id = client_id.to_owned();
+        sink.push(gateway, push, live).map(|()| 1)
     }
 
     pub(crate) fn type_target(&self, name: &str) -> TypeTarget {
@@ -499,13 +540,7 @@ impl NodeShared {
     /// Waits before resending a bounced call: immediately the first times (the slot is being
     /// replaced), then exponentially up to 100 ms, never past the deadline.
     async fn backoff(&self, attempt: u32, deadline: MonoTime) {
-        if attempt <= 2 {
-            tokio::task::yield_now().await;
-            return;
-        }
-        let delay = Duration::from_millis(1u64 << attempt.min(7)).min(Duration::from_millis(100));
-        let wake = (self.clock.now() + delay).min(deadline);
-        self.clock.sleep_until(wake).await;
+        crate::cluster::routes::backoff(&*self.clock, attempt, deadline).await;
     }
 
     async fn control(
@@ -574,6 +609,7 @@ pub struct NodeBuilder {
     store: Option<Arc<dyn StateStore>>,
     clustered: bool,
     observer: Option<Arc<dyn TurnObserver>>,
+    push: Option<Arc<dyn PushSink>>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -594,6 +630,7 @@ impl NodeBuilder {
             store: None,
             clustered: false,
             observer: None,
+            push: None,
         }
     }
 
@@ -646,6 +683,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Injects the push sink objects' pushes go to (`verse-transport`'s `PushHub`; default:
+    /// none, pushes fail with [`crate::push::PushError::NoSink`]).
+    pub fn push_sink(mut self, sink: Arc<dyn PushSink>) -> Self {
+        self.push = Some(sink);
+        self
+    }
+
     /// Starts the node (spawns its ticker on the current tokio runtime).
     pub fn start(self) -> Result<Node, BuildError> {
         let config = self.config;
@@ -688,6 +732,7 @@ impl NodeBuilder {
             clustered: self.clustered,
             cluster: OnceLock::new(),
             observer: self.observer,
+            push: self.push,
         });
         let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
         Ok(Node { shared, ticker: Mutex::new(Some(ticker)) })
