@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
 
-use crate::coordinator::{ClusterView, Coordinator, MemberRecord};
+use crate::coordinator::{ClusterView, Coordinator, MemberRecord, MemberRole};
 use crate::shard::ShardId;
 use crate::shardmap::{MemberId, ShardEntry};
 use crate::transport::Transport;
@@ -75,6 +75,14 @@ impl Routes {
         }
         let entry = fresh.unwrap_or_else(|| view.map().entry(shard));
         route_for(entry, view.members(), &self.me, avoid)
+    }
+
+    /// The node-protocol address of node `node` while it is a live member (objects pinned
+    /// to it go there).
+    pub(crate) fn node_address(&self, node: &str) -> Option<String> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let record = view.members().get(&MemberId::from(node))?;
+        (record.role == MemberRole::Node).then(|| record.addresses.first().cloned()).flatten()
     }
 
     /// Replaces the view and wakes held calls.
