@@ -7,6 +7,7 @@
 pub mod config;
 pub mod node;
 pub mod ops;
+pub mod turnlog;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
