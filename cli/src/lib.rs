@@ -11,6 +11,7 @@ pub mod dev;
 pub mod gateway;
 pub mod node;
 pub mod ops;
+pub mod turnlog;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

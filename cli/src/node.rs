@@ -98,18 +98,20 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let counters = TypeOptions::default().persistence(PersistencePolicy::WriteThrough);
     // One hub: objects push into it, gateways' push streams read from it.
     let push_hub = verse_transport::PushHub::default();
-    let node = Arc::new(
-        NodeBuilder::new(config)
-            .clustered()
-            .object_with::<Counter>(counters)
-            .object::<Greeter>()
-            .object::<ChatRoom>()
-            .push_sink(Arc::new(push_hub.clone()))
-            .clock(clock.clone())
-            .store(store)
-            .start()
-            .context("building the node")?,
-    );
+    let mut builder = NodeBuilder::new(config)
+        .clustered()
+        .object_with::<Counter>(counters)
+        .object::<Greeter>()
+        .object::<ChatRoom>()
+        .push_sink(Arc::new(push_hub.clone()))
+        .clock(clock.clone())
+        .store(store);
+    let turn_log_cluster: Arc<OnceLock<Arc<ClusterNode>>> = Arc::default();
+    if let Some(path) = &settings.turn_log {
+        let log = crate::turnlog::TurnLog::open(path, turn_log_cluster.clone())?;
+        builder = builder.turn_observer(Arc::new(log));
+    }
+    let node = Arc::new(builder.start().context("building the node")?);
 
     let incoming = verse_transport::TcpIncoming::bind(settings.listen)
         .await
@@ -123,11 +125,13 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let transport = Arc::new(verse_transport::NodeClient::new(clock.clone()));
     let mut options = ClusterOptions::new(advertise.clone());
     options.drain_timeout = settings.drain_timeout;
+    options.allow_state_loss = settings.allow_state_loss;
     let cluster = Arc::new(
         ClusterNode::start(node.clone(), coordinator.clone(), transport, options)
             .await
             .context("joining the cluster")?,
     );
+    let _ = turn_log_cluster.set(cluster.clone());
     let _ = joined.set((cluster.clone(), coordinator.clone()));
     tracing::info!(
         node_id = %settings.node_id,

@@ -379,6 +379,7 @@ impl VoterInner {
         command: Command,
         forwards: u8,
     ) -> Result<Reply, CoordError> {
+        self.check_quorum()?;
         let proposal = Proposal { stamp: self.stamp(), command };
         match self.raft.client_write(proposal.clone()).await {
             Ok(response) => response.data.map_err(CoordError::from),
@@ -390,6 +391,27 @@ impl VoterInner {
                 self.peers.propose(self.id, to, proposal.command, forwards + 1).await
             }
             Err(error) => Err(unavailable("propose", error)),
+        }
+    }
+
+    /// Refuses a write at once on a leader that has not heard from a quorum of voters for
+    /// longer than twice the maximum election timeout: the write could not commit until a
+    /// majority is reachable again (it would only wait for the caller's timeout), and failing
+    /// before it is appended keeps its outcome certain.
+    fn check_quorum(&self) -> Result<(), CoordError> {
+        let bound = self.config.election_timeout_max * 2;
+        let metrics = self.metrics.borrow();
+        let silent = metrics.millis_since_quorum_ack.map(Duration::from_millis);
+        match silent {
+            Some(silent) if metrics.state.is_leader() && silent > bound => Err(unavailable(
+                "propose",
+                format!(
+                    "the Raft leader has not reached a majority of voters for {} ms; writes are \
+                     blocked until a majority is reachable",
+                    silent.as_millis()
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 

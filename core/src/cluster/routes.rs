@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, MonoTime};
 
-use crate::coordinator::{ClusterView, Coordinator, MemberRecord};
+use crate::coordinator::{ClusterView, Coordinator, MemberRecord, MemberRole};
 use crate::shard::ShardId;
 use crate::shardmap::{MemberId, ShardEntry};
 use crate::transport::Transport;
@@ -93,8 +93,16 @@ impl Routes {
         Some(
             view.members()
                 .get(&MemberId::from(gateway))
-                .is_some_and(|m| m.role == crate::coordinator::MemberRole::Gateway),
+                .is_some_and(|m| m.role == MemberRole::Gateway),
         )
+    }
+
+    /// The node-protocol address of node `node` while it is a live member (objects pinned
+    /// to it go there).
+    pub(crate) fn node_address(&self, node: &str) -> Option<String> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let record = view.members().get(&MemberId::from(node))?;
+        (record.role == MemberRole::Node).then(|| record.addresses.first().cloned()).flatten()
     }
 
     /// Replaces the view and wakes held calls.

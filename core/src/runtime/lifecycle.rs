@@ -18,6 +18,7 @@ use crate::context::CallContext;
 use crate::epoch::Epoch;
 use crate::error::CallError;
 use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick, TurnFuture};
+use crate::runtime::observe::{TurnObserver, TurnRecord};
 use crate::store::{DeleteRequest, SaveRequest, StoredObject};
 
 /// Entry point stored in the type registry.
@@ -206,7 +207,16 @@ async fn try_activate<T: Object>(
     let entry = &activation.entry;
     let id = &activation.id;
     let fence = &activation.location.fence;
-    let epoch = node.ownership.check(fence, &*node.clock).map_err(|e| (e, true))?;
+    let epoch = node
+        .ownership
+        .check(fence, &*node.clock)
+        .or_else(|refused| match activation.exempt_chain() {
+            // A shard being handed off may activate an object for a call whose chain runs a
+            // turn of the shard (the handoff exception).
+            Some(chain) => node.ownership.check_for_chain(fence, &*node.clock, Some(&*chain)),
+            None => Err(refused),
+        })
+        .map_err(|e| (e, true))?;
     let mut record: Option<StoredObject> = None;
     if entry.persistent() {
         if !node.ownership.is_fenced(fence, epoch) {
@@ -352,6 +362,7 @@ async fn serve<T: Object>(
         ctx.chain = None;
         ctx.caller = None;
         let Some(result) = outcome else {
+            observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
             poisoned(node, activation);
             return Ending::Discard;
         };
@@ -362,6 +373,7 @@ async fn serve<T: Object>(
         } else {
             (result, None)
         };
+        observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
         finish_turn(node, activation, live, started, sampled_start, result);
         if let Some(ending) = ending {
             return ending;
@@ -413,7 +425,8 @@ fn begin_turn<'a, T: Object>(
     ctx: &'a mut CallContext,
     input: TurnInput,
 ) -> Result<(TurnFuture<'a>, MonoTime, Option<MonoTime>), Ending> {
-    match node.ownership.check(&activation.location.fence, &*node.clock) {
+    let fence = &activation.location.fence;
+    match node.ownership.check_for_chain(fence, &*node.clock, input.chain.as_deref()) {
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
             if let Some(reply) = activation.finish_running(input.started) {
@@ -422,6 +435,7 @@ fn begin_turn<'a, T: Object>(
             return Err(Ending::Deactivate(DeactivateReason::Handoff));
         }
     }
+    observe_turn(node, activation, live.epoch, TurnObserver::turn_started);
     activation.entry.metrics.methods[input.method].calls.add(1);
     live.last_method = input.method;
     // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY on each worker thread): precise
@@ -433,6 +447,24 @@ fn begin_turn<'a, T: Object>(
     let ctx: &'a CallContext = ctx;
     let turn = T::dispatch(&mut live.object, ctx, input.method, input.payload);
     Ok((turn, input.started, sampled_start))
+}
+
+/// Tells the node's turn observer, if any, that a turn of `activation` started or finished.
+fn observe_turn(
+    node: &NodeShared,
+    activation: &ActivationShared,
+    epoch: Epoch,
+    event: fn(&dyn TurnObserver, &TurnRecord<'_>),
+) {
+    if let Some(observer) = &node.observer {
+        let record = TurnRecord {
+            node_id: &node.config.node_id,
+            object_type: activation.entry.name,
+            object_id: &activation.id,
+            epoch,
+        };
+        event(&**observer, &record);
+    }
 }
 
 /// The turn overran `max_turn_duration` and was dropped mid-way: its caller learns the outcome

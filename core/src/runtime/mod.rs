@@ -4,6 +4,7 @@
 pub(crate) mod activation;
 mod lifecycle;
 mod metrics;
+pub mod observe;
 pub(crate) mod ownership;
 mod remote;
 pub(crate) mod timer;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
 use self::metrics::TypeMetrics;
+use self::observe::TurnObserver;
 use self::ownership::{Location, Ownership};
 pub(crate) use self::remote::ControlKind;
 use self::remote::{Elsewhere, ElsewhereCall};
@@ -262,6 +264,8 @@ pub(crate) struct NodeShared {
     /// Routes to other nodes, once the cluster runtime started (read only off the local
     /// hot path, after an ownership check refused).
     pub(crate) cluster: OnceLock<Arc<Routes>>,
+    /// Sees every turn's start and end (invariant checkers), if installed.
+    pub(crate) observer: Option<Arc<dyn TurnObserver>>,
     /// Where pushes go (none: pushes fail with `PushError::NoSink`).
     pub(crate) push: Option<Arc<dyn PushSink>>,
 }
@@ -341,7 +345,9 @@ impl NodeShared {
                 Ok(Location { fence: FenceKey::Shard(shard), table_shard: shard.0 })
             }
             Placement::Node(node) => {
-                if node != self.config.node_id {
+                // Another node's objects: routed to it in a cluster (the ownership check
+                // never admits them here), unknown on a single node.
+                if node != self.config.node_id && !self.clustered {
                     return Err(CallError::NodeNotFound { node });
                 }
                 let table_shard = hash_shard(id, self.config.shard_count).0;
@@ -409,7 +415,10 @@ impl NodeShared {
         self: &Arc<Self>,
         request: CallRequest<'_>,
     ) -> Result<Payload, CallError> {
-        let entry = self.known(request.target)?;
+        let entry = match self.known(request.target) {
+            Ok(entry) => entry,
+            Err(unknown) => return Box::pin(self.call_unknown_type(request, unknown)).await,
+        };
         let method = entry.resolve(&request.method)?;
         check_chain(request.chain.as_deref(), request.id)?;
         let now = self.clock.now_coarse();
@@ -443,7 +452,12 @@ impl NodeShared {
             // Fast path: the reference's cached activation, while it lives.
             if let Some(cache) = request.cache {
                 let pushed = cache.with(|activation| {
-                    self.ownership.check(&activation.location.fence, &*self.clock)?;
+                    let fence = &activation.location.fence;
+                    self.ownership.check_for_chain(
+                        fence,
+                        &*self.clock,
+                        request.chain.as_deref(),
+                    )?;
                     Ok::<_, CallError>(
                         activation.push(self, std::mem::replace(&mut work, Work::Nothing)),
                     )
@@ -463,7 +477,8 @@ impl NodeShared {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
-                match self.ownership.check(&location.fence, &*self.clock) {
+                let chain = request.chain.as_deref();
+                match self.ownership.check_for_chain(&location.fence, &*self.clock, chain) {
                     Ok(_) => {
                         let activation = self.enqueue(entry, request.id, location, work)?;
                         if let Some(cache) = request.cache {
@@ -485,9 +500,11 @@ impl NodeShared {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
+                let info = &entry.methods[method];
                 let call = ElsewhereCall {
-                    entry,
-                    method,
+                    object_type: entry.name,
+                    method: info.name,
+                    idempotent: info.idempotent,
                     id: request.id,
                     location,
                     chain: request.chain.as_ref(),
@@ -528,6 +545,47 @@ impl NodeShared {
         }
     }
 
+    /// A call for a type not registered on this node: in a cluster it goes where the view
+    /// routes the id (the node serving it may know the type); where this node serves the id
+    /// itself, or outside a cluster, the type is unknown.
+    async fn call_unknown_type(
+        self: &Arc<Self>,
+        request: CallRequest<'_>,
+        unknown: CallError,
+    ) -> Result<Payload, CallError> {
+        let Some(routes) = self.cluster.get() else { return Err(unknown) };
+        check_chain(request.chain.as_deref(), request.id)?;
+        let location = self.locate(request.id)?;
+        let chain = request.chain.as_deref();
+        if self.ownership.check_for_chain(&location.fence, &*self.clock, chain).is_ok() {
+            return Err(unknown);
+        }
+        let deadline = request.deadline.unwrap_or_else(|| {
+            self.clock.now_coarse() + request.timeout.unwrap_or(self.config.default_deadline)
+        });
+        let method = match &request.method {
+            MethodTarget::Index(_, name) => *name,
+            MethodTarget::Name(name) => &**name,
+        };
+        let call = ElsewhereCall {
+            object_type: request.target.name(),
+            method,
+            idempotent: false,
+            id: request.id,
+            location: &location,
+            chain: request.chain.as_ref(),
+            identity: request.identity.as_ref(),
+            one_way: request.one_way,
+            forward: request.forward,
+            deadline,
+        };
+        match Box::pin(self.call_elsewhere(routes, call, request.payload)).await {
+            Elsewhere::Done(result) => result,
+            // This node serves the id now, and does not know the type.
+            Elsewhere::Local(_) => Err(unknown),
+        }
+    }
+
     fn overloaded(&self, entry: &TypeEntry, id: &str) -> CallError {
         entry.metrics.overloads.increment(1);
         CallError::Overloaded { id: id.to_owned() }
@@ -547,20 +605,40 @@ impl NodeShared {
         forward: bool,
     ) -> Result<(), CallError> {
         let target = self.type_target(object_type);
-        let entry = self.known(&target)?;
         let location = self.locate(id)?;
         let id: Arc<str> = Arc::from(id);
-        let mut attempt = 0;
         let deadline = self.clock.now() + self.config.default_deadline;
+        let entry = match (self.known(&target), self.cluster.get()) {
+            (Ok(entry), _) => entry,
+            (Err(unknown), Some(routes)) => {
+                // Not registered here: where the view routes the id (see call_unknown_type).
+                if self.ownership.check(&location.fence, &*self.clock).is_ok() {
+                    return Err(unknown);
+                }
+                let done = Box::pin(self.control_elsewhere(
+                    routes,
+                    object_type,
+                    &id,
+                    &location,
+                    kind,
+                    forward,
+                    deadline,
+                ))
+                .await;
+                return done.unwrap_or(Err(unknown));
+            }
+            (Err(unknown), None) => return Err(unknown),
+        };
+        let mut attempt = 0;
         loop {
             if let Err(error) = self.ownership.check(&location.fence, &*self.clock) {
                 let routes = match self.cluster.get() {
                     Some(routes) if matches!(error, CallError::NotServed { .. }) => routes,
                     _ => return Err(error),
                 };
-                let done = Box::pin(
-                    self.control_elsewhere(routes, entry, &id, &location, kind, forward, deadline),
-                )
+                let done = Box::pin(self.control_elsewhere(
+                    routes, entry.name, &id, &location, kind, forward, deadline,
+                ))
                 .await;
                 match done {
                     Some(result) => return result,
@@ -604,6 +682,7 @@ pub struct NodeBuilder {
     executor: Option<SharedExecutor>,
     store: Option<Arc<dyn StateStore>>,
     clustered: bool,
+    observer: Option<Arc<dyn TurnObserver>>,
     push: Option<Arc<dyn PushSink>>,
 }
 
@@ -624,6 +703,7 @@ impl NodeBuilder {
             executor: None,
             store: None,
             clustered: false,
+            observer: None,
             push: None,
         }
     }
@@ -671,6 +751,12 @@ impl NodeBuilder {
         self
     }
 
+    /// Installs a turn observer (invariant checkers; see [`observe`]).
+    pub fn turn_observer(mut self, observer: Arc<dyn TurnObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Injects the push sink objects' pushes go to (`verse-transport`'s `PushHub`; default:
     /// none, pushes fail with [`crate::push::PushError::NoSink`]).
     pub fn push_sink(mut self, sink: Arc<dyn PushSink>) -> Self {
@@ -704,9 +790,9 @@ impl NodeBuilder {
         let shared = Arc::new(NodeShared {
             wheel: Wheel::new(config.tick),
             ownership: if self.clustered {
-                Ownership::cluster(config.shard_count)
+                Ownership::cluster(&config.node_id, config.shard_count)
             } else {
-                Ownership::local_all(config.shard_count)
+                Ownership::local_all(&config.node_id, config.shard_count)
             },
             tables: (0..config.shard_count).map(|_| Mutex::new(HashSet::new())).collect(),
             config,
@@ -719,6 +805,7 @@ impl NodeBuilder {
             shutdown: CancellationToken::new(),
             clustered: self.clustered,
             cluster: OnceLock::new(),
+            observer: self.observer,
             push: self.push,
         });
         let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
