@@ -4,5 +4,7 @@ mod chat_example;
 mod cluster;
 mod counter_example;
 mod dependency_rules;
+mod dev_process;
 mod gateway;
+mod gateway_process;
 mod node_process;
