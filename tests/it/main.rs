@@ -4,3 +4,5 @@ mod cluster;
 mod counter_example;
 mod dependency_rules;
 mod node_process;
+mod scenarios;
+mod support;

@@ -1,0 +1,115 @@
+//! A3 in a test: the etcd leader of a three-member etcd is killed under load. Shard epochs
+//! are the same before and after (no shard changed owner), and no call fails.
+//!
+//! (The Raft half of A3, a three-voter group whose leader process hosts no objects, needs a
+//! voter that hosts nothing — `verse coord` — which does not exist yet.)
+
+// Tests report broken promises by panicking.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use verse_coord_etcd::EtcdCoordinator;
+use verse_coord_etcd::fixture::{EtcdCluster, test_options};
+use verse_core::coordinator::Coordinator;
+
+use super::{Cluster, Load, check_values, wait_hosting};
+use crate::support::process::{Caller, NodeSpec};
+
+/// Bound for the minimum call rate checks.
+const RATE_BOUND: Duration = Duration::from_secs(30);
+
+/// Each shard's owner and epoch.
+async fn owners(coordinator: &EtcdCoordinator) -> BTreeMap<u32, (String, u64, u64)> {
+    let snapshot = coordinator.snapshot().await.unwrap();
+    snapshot
+        .map
+        .iter()
+        .filter_map(|entry| {
+            let owner = entry.owner.as_ref()?;
+            Some((
+                entry.shard.0,
+                (owner.node.to_string(), owner.epoch.generation, owner.epoch.counter),
+            ))
+        })
+        .collect()
+}
+
+/// Waits until every shard has an owner and the map stops changing for a while.
+async fn settled(coordinator: &EtcdCoordinator) -> BTreeMap<u32, (String, u64, u64)> {
+    let started = Instant::now();
+    let mut last = owners(coordinator).await;
+    let mut stable_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = owners(coordinator).await;
+        if now != last || now.len() != super::SHARDS as usize {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_secs(3) {
+            return now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the shard map never settled");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_leader_killed_under_load_changes_no_epoch_and_fails_no_call() {
+    let name = "etcd_leader_kill";
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut etcd = EtcdCluster::three().await;
+    let mut cluster = Cluster::new(dir.path(), name);
+    let prefix = format!("/verse/{name}");
+    let endpoints = etcd.all_endpoints().join(",");
+    let args: Vec<String> =
+        ["--coordinator", "etcd", "--etcd-endpoints", &endpoints, "--etcd-prefix", &prefix]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .collect();
+    let specs: Vec<NodeSpec> =
+        ["node-1", "node-2", "node-3"].iter().map(|id| cluster.spec(id, &args)).collect();
+    cluster.start(&specs).await;
+    let mut options = test_options(etcd.all_endpoints(), Duration::from_secs(3));
+    options.prefix = prefix.clone();
+    let observer = EtcdCoordinator::connect(options).await.unwrap();
+
+    let caller =
+        Arc::new(Caller::new(&cluster.nodes.values().collect::<Vec<_>>(), super::CALL_DEADLINE));
+    let load = Load::start(&caller);
+    for id in ["node-1", "node-2", "node-3"] {
+        wait_hosting(&caller, id, RATE_BOUND).await;
+    }
+    let before = settled(&observer).await;
+    load.wait_acknowledged(300, RATE_BOUND).await;
+
+    let leader = etcd.leader_index().await.expect("an etcd leader");
+    etcd.kill(leader);
+    eprintln!("{name}: killed etcd member {leader} (the leader)");
+    load.wait_acknowledged(500, RATE_BOUND).await;
+    let after = owners(&observer).await;
+    assert_eq!(before, after, "{name}: shard owners or epochs changed");
+
+    let ids = load.ids.clone();
+    let outcomes = load.finish().await;
+    let failed = outcomes.failed();
+    eprintln!(
+        "{name}: {} calls acknowledged, {} failed; p99 {:?}",
+        outcomes.total.load(Ordering::Relaxed),
+        failed.len(),
+        outcomes.latency_quantile(0.99)
+    );
+    assert!(
+        failed.is_empty(),
+        "{name}: {} failed calls: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(10)]
+    );
+    check_values(&caller, &ids, &outcomes, true).await;
+    cluster.stop_all().await;
+    cluster.check_turns(name);
+    eprintln!("{name}: whole scenario took {:?}", started.elapsed());
+}
