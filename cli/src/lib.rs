@@ -1,6 +1,6 @@
 //! The `verse` command line. `verse node` runs one cluster node hosting the example objects
-//! (`Counter`, `Greeter`) against etcd or the embedded Raft group, with an ops HTTP port; see
-//! `docs/OPERATIONS.md`.
+//! (`Counter`, `Greeter`) against etcd or the embedded Raft group, with an ops HTTP port;
+//! `verse coord` runs a Raft voter that hosts no objects; see `docs/OPERATIONS.md`.
 //!
 //! [`run`] is the whole program: the `verse` binary and the test shim in `verse-tests` call it.
 
@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Runs a cluster node until SIGTERM or SIGINT (then drains and exits 0).
     Node(config::NodeArgs),
+    /// Runs an embedded Raft voter that hosts no objects (`--coordinator raft-voter` and its
+    /// `--raft-*` flags) until SIGTERM or SIGINT.
+    Coord(config::NodeArgs),
 }
 
 /// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the command.
@@ -40,6 +43,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::Node(args) => {
             let settings = args.resolve()?;
             runtime.block_on(node::run(settings))
+        }
+        Command::Coord(args) => {
+            let settings = args.resolve()?;
+            runtime.block_on(node::run_coord(settings))
         }
     }
 }

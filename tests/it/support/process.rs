@@ -70,7 +70,8 @@ pub struct NodeProcess {
     pub id: String,
     child: Child,
     fields: BTreeMap<String, String>,
-    /// Log lines reporting a failed state save (a fenced write is one) or a lost lease.
+    /// Log lines reporting a failed state save (a fenced write is one), a lost lease or a
+    /// new Raft leader.
     notable: Arc<Mutex<Vec<String>>>,
 }
 
@@ -86,18 +87,34 @@ impl NodeProcess {
             .args([spec.postgres.0.as_str(), "--postgres-schema", spec.postgres.1.as_str()])
             .arg("--data-dir")
             .arg(&spec.data_dir)
-            .args(&spec.coordinator)
+            .args(&spec.coordinator);
+        if let Some(log) = &spec.turn_log {
+            command.arg("--turn-log").arg(log);
+        }
+        Self::spawn(&spec.id, command)
+    }
+
+    /// Starts `verse coord` (a Raft voter hosting no objects) with these `--raft-*` flags and
+    /// waits for its ready line.
+    pub fn coord(id: &str, data_dir: &std::path::Path, raft: &[String]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_verse-under-test"));
+        command
+            .args(["coord", "--node-id", id, "--coordinator", "raft-voter", "--data-dir"])
+            .arg(data_dir)
+            .args(raft);
+        Self::spawn(id, command)
+    }
+
+    fn spawn(id: &str, mut command: Command) -> Self {
+        command
             .env("RUST_LOG", "info")
             .env_remove("VERSE_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(log) = &spec.turn_log {
-            command.arg("--turn-log").arg(log);
-        }
         let mut child = command.spawn().expect("spawn verse-under-test");
         let stdout = child.stdout.take().expect("piped stdout");
-        let id = spec.id.clone();
+        let id = id.to_owned();
         let notable: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut process = NodeProcess {
             id: id.clone(),
@@ -115,14 +132,17 @@ impl NodeProcess {
                 if line.contains("ready to serve") {
                     let _ = ready_tx.send(parse_fields(&line));
                 }
-                if line.contains("state save failed") || line.contains("lease lost") {
+                if ["state save failed", "lease lost", "Raft leader"]
+                    .iter()
+                    .any(|p| line.contains(p))
+                {
                     notable.lock().expect("notable lines").push(line);
                 }
             }
         });
         match ready_rx.recv_timeout(START_BOUND) {
             Ok(fields) => process.fields = fields,
-            Err(_) => panic!("{} printed no ready line within {START_BOUND:?}", spec.id),
+            Err(_) => panic!("{} printed no ready line within {START_BOUND:?}", process.id),
         }
         process
     }
@@ -150,8 +170,8 @@ impl NodeProcess {
         assert_eq!(sent, 0, "signal {signal} to {}", self.id);
     }
 
-    /// Log lines so far that report a failed state save or a lost lease and contain
-    /// `pattern`.
+    /// Log lines so far that report a failed state save, a lost lease or a Raft leader and
+    /// contain `pattern`.
     pub fn logged(&self, pattern: &str) -> Vec<String> {
         let lines = self.notable.lock().expect("notable lines");
         lines.iter().filter(|line| line.contains(pattern)).cloned().collect()
