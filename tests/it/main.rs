@@ -8,3 +8,5 @@ mod dev_process;
 mod gateway;
 mod gateway_process;
 mod node_process;
+mod scenarios;
+mod support;
