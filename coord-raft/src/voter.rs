@@ -148,6 +148,11 @@ impl std::fmt::Debug for RaftVoter {
     }
 }
 
+/// How long a membership change waits, each time, for an uncommitted one before it, and how
+/// many times (10 s in all).
+const MEMBERSHIP_WAIT: Duration = Duration::from_millis(20);
+const MEMBERSHIP_WAITS: u32 = 500;
+
 fn unavailable(context: &str, error: impl std::fmt::Display) -> CoordError {
     CoordError::Unavailable(format!("{context}: {error}"))
 }
@@ -447,16 +452,32 @@ impl VoterInner {
         change: MembershipChange,
         forwards: u8,
     ) -> Result<(), MembershipError> {
-        let result = match &change {
-            MembershipChange::AddLearner { id, address } => {
-                self.raft.add_learner(*id, BasicNode::new(address), true).await.map(|_| ())
+        // One membership change at a time: a change asked for while another (the group's
+        // initial membership included) is still uncommitted waits for it, within a bound.
+        let mut waits = 0;
+        let result = loop {
+            let result = match &change {
+                MembershipChange::AddLearner { id, address } => {
+                    self.raft.add_learner(*id, BasicNode::new(address), true).await.map(|_| ())
+                }
+                MembershipChange::Promote(ids) => self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
+                    .await
+                    .map(|_| ()),
+                MembershipChange::Remove(ids) => self.remove_members(ids).await,
+            };
+            let in_progress = matches!(
+                &result,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(_)
+                )))
+            );
+            if !in_progress || waits >= MEMBERSHIP_WAITS {
+                break result;
             }
-            MembershipChange::Promote(ids) => self
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
-                .await
-                .map(|_| ()),
-            MembershipChange::Remove(ids) => self.remove_members(ids).await,
+            waits += 1;
+            tokio::time::sleep(MEMBERSHIP_WAIT).await;
         };
         match result {
             Ok(()) => Ok(()),

@@ -8,5 +8,6 @@ mod dev_process;
 mod gateway;
 mod gateway_process;
 mod node_process;
+mod python_client;
 mod scenarios;
 mod support;
