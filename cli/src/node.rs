@@ -55,8 +55,8 @@ struct EmbeddedVoter {
     served: JoinHandle<()>,
 }
 
-/// Runs `verse node` until SIGTERM or SIGINT (then drains and returns `Ok`) or until the
-/// lease is lost (an error: the process must restart to register again).
+/// Runs `verse node` until SIGTERM or SIGINT (then drains and returns `Ok`). A lost lease is
+/// survived: the cluster runtime registers again as a new incarnation.
 pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -252,13 +252,15 @@ fn readiness(stopping: Arc<AtomicBool>, joined: Joined, clock: SharedClock) -> o
     })
 }
 
-/// Waits for SIGTERM or SIGINT (`Ok`) or a lost lease (`Err`).
+/// Waits for SIGTERM or SIGINT. A lost lease does not stop the process: the cluster runtime
+/// discards everything and registers again as a new incarnation (logged here too).
 async fn wait_for_stop(cluster: &ClusterNode) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut lost = false;
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -270,9 +272,11 @@ async fn wait_for_stop(cluster: &ClusterNode) -> anyhow::Result<()> {
                 return Ok(());
             }
             _ = poll.tick() => {
-                if cluster.lease_lost() {
-                    anyhow::bail!("the lease was lost; restart the node to register again");
+                let now_lost = cluster.lease_lost();
+                if now_lost && !lost {
+                    tracing::warn!("the lease is lost; registering again as a new incarnation");
                 }
+                lost = now_lost;
             }
         }
     }

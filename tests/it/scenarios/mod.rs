@@ -151,6 +151,18 @@ impl Cluster {
         self.paused.insert(self.dir.join(format!("{id}.{launch}.turns")), turns::monotonic_nanos());
     }
 
+    /// The turns node `id`'s current process logged so far (a running turn ends now).
+    pub fn turns_of(&self, id: &str) -> Vec<Interval> {
+        let launch = self.launches[id];
+        let path = self.dir.join(format!("{id}.{launch}.turns"));
+        turns::read_log(&path, Some(turns::monotonic_nanos())).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The PostgreSQL connection string and schema the nodes use.
+    pub fn postgres(&self) -> &(String, String) {
+        &self.postgres
+    }
+
     /// SIGTERMs every running node (so their logs are complete).
     pub async fn stop_all(&mut self) {
         let ids: Vec<String> = self.nodes.keys().cloned().collect();

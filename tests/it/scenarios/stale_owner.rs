@@ -1,10 +1,11 @@
 //! A stale owner: node-3 is paused with SIGSTOP under load past its lease, the others take
 //! its shards over (new epochs, fences raised), then it is resumed with SIGCONT. It cannot
-//! overwrite newer state: whatever it still tries to save is rejected by the store fence
-//! (the count of rejected saves it logged is printed; whether the pause caught a turn between
-//! its check and its save is up to timing), every counter ends within [acknowledged,
-//! acknowledged + unknown], and the turn-interval checker finds no overlap and no epoch going
-//! back. Then it learns its lease is lost and registers again. On the embedded Raft coordinator.
+//! overwrite newer state: the write it would issue for the object it served last, at its
+//! epoch, is replayed by the test against the store and rejected by the fence (`Fenced`);
+//! any save node-3 itself still tries after the resume must fail the same way (the count is
+//! printed: whether the pause caught a turn between its check and its save is up to timing);
+//! every counter ends within [acknowledged, acknowledged + unknown], and the turn-interval
+//! checker finds no overlap and no epoch going back. Then it learns its lease is lost and registers again. On the embedded Raft coordinator.
 
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
@@ -15,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use verse_core::CallError;
 use verse_examples::proto::counter::{CounterResponse, GetRequest};
+
+use verse_core::store::{FenceKey, SaveRequest, StoreError};
+use verse_core::{Epoch, StateStore};
+use verse_store_postgres::{PostgresOptions, PostgresStore, SchemaName};
 
 use super::{Cluster, LEASE_TTL_SECS, Load, check_values, wait_hosting};
 use crate::support::process::{Caller, counter_ids};
@@ -80,6 +85,42 @@ async fn raft_stale_owner_resumed_after_its_lease_cannot_overwrite_newer_state()
     }
     // Newer state is written by the new owners.
     load.wait_acknowledged(500, RATE_BOUND).await;
+
+    // The write node-3 would issue for the object it served last, at its epoch, replayed by
+    // the test against the cluster's own store: the fence the new owner raised rejects it.
+    let last = cluster
+        .turns_of("node-3")
+        .into_iter()
+        .max_by_key(|turn| turn.start)
+        .expect("node-3 ran turns before the pause");
+    let store = {
+        let (url, schema) = cluster.postgres();
+        let mut options =
+            PostgresOptions::new(url.parse::<verse_store_postgres::Config>().unwrap());
+        options.schema = SchemaName::new(schema.as_str()).unwrap();
+        PostgresStore::connect(options).await.unwrap()
+    };
+    let shard = verse_core::shard::hash_shard(&last.object, super::SHARDS);
+    let stale_epoch = Epoch::new(last.epoch.0, last.epoch.1);
+    let stale = SaveRequest {
+        fence: FenceKey::Shard(shard),
+        epoch: stale_epoch,
+        object_id: last.object.clone(),
+        object_type: "Counter".into(),
+        version: u64::MAX >> 1,
+        state: prost::bytes::Bytes::from_static(b"stale"),
+    };
+    match store.save(stale).await {
+        Err(StoreError::Fenced { attempted, current, .. }) => {
+            assert_eq!(attempted, stale_epoch);
+            assert!(current > stale_epoch, "{name}: fence {current} not above {stale_epoch}");
+            eprintln!(
+                "{name}: the stale write of {} at {stale_epoch} was fenced (fence {current})",
+                last.object
+            );
+        }
+        other => panic!("{name}: a stale owner's write was not fenced: {other:?}"),
+    }
 
     // Resumed, node-3 finds its lease gone: it may try the effects it was about to issue; the
     // store fence rejects its writes. It then discards everything and registers again.
