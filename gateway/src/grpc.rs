@@ -8,7 +8,6 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -41,12 +40,10 @@ pub struct TaggedIo<IO> {
     id: ConnectionId,
 }
 
-static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
 impl<IO> TaggedIo<IO> {
     /// Tags `io` with a fresh connection id.
     pub fn new(io: IO) -> Self {
-        TaggedIo { io, id: ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)) }
+        TaggedIo { io, id: ConnectionId::fresh() }
     }
 }
 
@@ -117,7 +114,10 @@ type SequencedStream = Pin<Box<dyn Stream<Item = Result<SequencedItem, Status>> 
 
 /// The items of an attached session after `after`, in order, until the stream is replaced
 /// (resumed elsewhere) or the client goes away; the attachment detaches on drop.
-fn session_items(attachment: Attachment, after: u64) -> impl Stream<Item = (u64, Any)> + Send {
+pub(crate) fn session_items(
+    attachment: Attachment,
+    after: u64,
+) -> impl Stream<Item = (u64, Any)> + Send {
     let latest = attachment.session().subscribe();
     futures::stream::unfold(
         (attachment, latest, after, std::collections::VecDeque::new()),

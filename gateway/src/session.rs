@@ -30,6 +30,15 @@ use verse_core::RandomSource;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl ConnectionId {
+    /// A connection id not handed out before in this process (never 0).
+    pub fn fresh() -> Self {
+        ConnectionId(NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Credentials the [`AuthHook`] sees: the `Register` call's metadata (or a call's), or an HTTP
 /// request's headers, with lowercase names (for example `authorization`,
 /// `x-goverse-auth`, `x-username`, `x-password`). Values that are not ASCII are left out.

@@ -32,6 +32,7 @@ use verse_gateway::proto::{
     CallObjectRequest, CreateObjectRequest, DeleteObjectRequest, Empty, RegisterResponse,
     ReliableCallObjectRequest, ResumeRequest,
 };
+use verse_gateway::session::{AuthHook, Credentials, Principal};
 use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
 use verse_transport::{NodeClient, NodeServer, PushHub, TcpIncoming};
 
@@ -59,7 +60,7 @@ fn call(
     }
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
     voter: Arc<RaftVoter>,
     node: Arc<Node>,
@@ -67,11 +68,28 @@ struct Cluster {
     node_server: (oneshot::Sender<()>, JoinHandle<()>),
     gateway: Arc<Gateway>,
     gateway_server: (oneshot::Sender<()>, JoinHandle<()>),
+    http_server: (oneshot::Sender<()>, JoinHandle<()>),
     address: String,
+    /// The gateway's HTTP address.
+    pub(crate) http: String,
+}
+
+/// A test authentication hook: `Authorization: Bearer <name>` is principal `<name>`,
+/// `Bearer reject` is refused, no header is anonymous.
+struct TestAuth;
+
+impl AuthHook for TestAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Principal, String> {
+        match credentials.get("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(v)) {
+            None => Ok(Principal::default()),
+            Some("reject") => Err("credentials refused".into()),
+            Some(name) => Ok(Principal { name: Some(name.to_owned()), roles: Vec::new() }),
+        }
+    }
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    pub(crate) async fn start() -> Cluster {
         let clock: SharedClock = SystemClock::shared();
         let dir = tempfile::tempdir().unwrap();
         let mut voter_config = VoterConfig::new(1, dir.path().join("voter-1.redb"));
@@ -130,16 +148,25 @@ impl Cluster {
         // The gateway.
         let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let address = incoming.local_addr().unwrap().to_string();
+        let mut config = GatewayConfig::new("gw1", address.clone());
+        config.heartbeat_interval = Duration::from_millis(300);
         let gateway = Arc::new(
-            GatewayBuilder::new(
-                GatewayConfig::new("gw1", address.clone()),
-                coordinator(&clock),
-                clock,
-            )
-            .start()
-            .await
-            .unwrap(),
+            GatewayBuilder::new(config, coordinator(&clock), clock)
+                .auth(Arc::new(TestAuth))
+                .start()
+                .await
+                .unwrap(),
         );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap().to_string();
+        let (http_stop, http_signal) = oneshot::channel::<()>();
+        let routes = gateway.http_router();
+        let http_served = tokio::spawn(async move {
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async move { drop(http_signal.await) })
+                .await
+                .unwrap();
+        });
         let (gateway_stop, signal) = oneshot::channel::<()>();
         let serving = gateway.clone();
         let gateway_served = tokio::spawn(async move {
@@ -158,12 +185,14 @@ impl Cluster {
             node_server: (stop, served),
             gateway,
             gateway_server: (gateway_stop, gateway_served),
+            http_server: (http_stop, http_served),
             address,
+            http,
         }
     }
 
     /// A client on a connection of its own.
-    async fn client(&self) -> GateServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> GateServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.address))
             .unwrap()
             .connect()
@@ -172,7 +201,9 @@ impl Cluster {
         GateServiceClient::new(channel)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
+        let _ = self.http_server.0.send(());
+        self.http_server.1.await.unwrap();
         let _ = self.gateway_server.0.send(());
         self.gateway_server.1.await.unwrap();
         self.gateway.shutdown().await;
@@ -303,6 +334,12 @@ async fn the_gate_protocol_end_to_end() {
     let get = call(&client_id, "Counter", "c1", "Get", pack(&GetRequest {}));
     let response = alice.call_object(get).await.unwrap().into_inner().response.unwrap();
     assert_eq!(CounterResponse::decode(response.value.as_slice()).unwrap().value, 0);
+
+    // The authentication hook refuses: UNAUTHENTICATED with its message.
+    let mut refused = tonic::Request::new(Empty {});
+    refused.metadata_mut().insert("authorization", "Bearer reject".parse().unwrap());
+    let status = mallory.register(refused).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "credentials refused"));
 
     // The gateway kept serving throughout; its session count saw alice.
     assert!(cluster.gateway.sessions() >= 1);
