@@ -202,6 +202,9 @@ impl Cluster {
     }
 
     pub(crate) async fn stop(self) {
+        // Unready and refusing first: open push streams (gRPC and SSE) end, so the servers'
+        // graceful shutdowns do not wait for them.
+        self.gateway.stop_accepting();
         let _ = self.http_server.0.send(());
         self.http_server.1.await.unwrap();
         let _ = self.gateway_server.0.send(());
@@ -277,6 +280,24 @@ async fn the_gate_protocol_end_to_end() {
         ("lobby", "bob", "hi")
     );
 
+    // On a clustered node a client id of no live gateway is refused at once
+    // (UnknownGateway): the room drops that member and delivers to alice only.
+    let ghost = cluster.node.client().with_identity(verse::CallerIdentity {
+        client_id: Some("ghost/session".into()),
+        ..verse::CallerIdentity::default()
+    });
+    ghost.get::<ChatRoom>("lobby").join(JoinRequest { user: "ghost".into() }).await.unwrap();
+    let posted = cluster
+        .node
+        .client()
+        .get::<ChatRoom>("lobby")
+        .post(PostRequest { user: "bob".into(), text: "again".into() })
+        .await
+        .unwrap();
+    assert_eq!(posted.delivered, 1);
+    let pushed = next_item(&mut pushes).await;
+    assert_eq!(ChatMessage::decode(pushed.value.as_slice()).unwrap().text, "again");
+
     // Another connection cannot use alice's client id; anonymous calls work there.
     let mut mallory = cluster.client().await;
     let stolen = call(&client_id, "Counter", "c1", "Get", pack(&GetRequest {}));
@@ -343,8 +364,10 @@ async fn the_gate_protocol_end_to_end() {
 
     // The gateway kept serving throughout; its session count saw alice.
     assert!(cluster.gateway.sessions() >= 1);
-    drop(pushes);
-    cluster.stop().await;
+    // Stopping ends the open push stream (graceful shutdown does not wait for it forever).
+    tokio::time::timeout(WITHIN, cluster.stop()).await.expect("stops with a Register stream open");
+    let ended = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut pushes)).await;
+    assert!(!matches!(ended, Ok(Some(Ok(_)))), "no more items after the stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,6 +272,7 @@ async fn server_sent_events_register_push_heartbeat_and_resume() {
     let (event, id, data) = events.next_non_heartbeat().await;
     assert_eq!((event.as_str(), id), ("message", format!("{client_id}:2")));
     assert_eq!(chat_text(&data), "two");
+    // Stopping ends the open event stream.
+    tokio::time::timeout(BOUND, cluster.stop()).await.expect("stops with an SSE stream open");
     drop(events);
-    cluster.stop().await;
 }

@@ -369,16 +369,17 @@ async fn events(
         .event("register")
         .id(format!("{client_id}:{after}"))
         .data(serde_json::json!({ "clientId": client_id }).to_string());
-    let pushes = session_items(attachment, after).map(move |(seq, item)| {
-        let data = serde_json::json!({
-            "type": item.type_url,
-            "payload": STANDARD.encode(item.encode_to_vec()),
+    let pushes =
+        session_items(attachment, after, shared.stopping.clone()).map(move |(seq, item)| {
+            let data = serde_json::json!({
+                "type": item.type_url,
+                "payload": STANDARD.encode(item.encode_to_vec()),
+            });
+            Ok(Event::default()
+                .event("message")
+                .id(format!("{client_id}:{seq}"))
+                .data(data.to_string()))
         });
-        Ok(Event::default()
-            .event("message")
-            .id(format!("{client_id}:{seq}"))
-            .data(data.to_string()))
-    });
     let stream = futures::stream::once(async move { Ok(register) }).chain(pushes);
     let heartbeat = Event::default().event("heartbeat").data("{}");
     Ok(Sse::new(stream)
