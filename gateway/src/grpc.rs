@@ -213,6 +213,12 @@ impl GateGrpc {
         if object_type.is_empty() || id.is_empty() || method.is_empty() {
             return Err(GateError::InvalidArgument("a call needs type, id and method".into()));
         }
+        let principal =
+            Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
+        self.shared
+            .auth
+            .authorize_call(&principal, &object_type, &id, &method)
+            .map_err(GateError::PermissionDenied)?;
         let request = request
             .ok_or_else(|| GateError::InvalidArgument(format!("call to {id}: no request")))?;
         if request.type_url.is_empty() {

@@ -64,12 +64,26 @@ pub struct Principal {
     pub roles: Vec<String>,
 }
 
-/// The client proxy's pluggable authentication hook: sees the credentials of `Register` (and
-/// of anonymous calls) and accepts them as a principal or refuses them (`UNAUTHENTICATED`
-/// with the message over gRPC).
+/// The client proxy's pluggable hook: authentication (sees the credentials of `Register`, of
+/// anonymous calls and of HTTP requests, and accepts them as a principal or refuses them:
+/// `UNAUTHENTICATED` with the message) and request preprocessing ([`AuthHook::authorize_call`]).
 pub trait AuthHook: Send + Sync + 'static {
     /// Authenticates `credentials`; `Err(message)` refuses.
     fn authenticate(&self, credentials: &Credentials) -> Result<Principal, String>;
+
+    /// Request preprocessing: sees every call after authentication, before it is routed, and
+    /// may refuse it (`PERMISSION_DENIED` over gRPC, 403 `ACCESS_DENIED` over HTTP; the method
+    /// never runs). The default allows every call.
+    fn authorize_call(
+        &self,
+        principal: &Principal,
+        object_type: &str,
+        id: &str,
+        method: &str,
+    ) -> Result<(), String> {
+        let _ = (principal, object_type, id, method);
+        Ok(())
+    }
 }
 
 /// The default hook: everyone is anonymous and accepted.

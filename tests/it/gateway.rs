@@ -86,6 +86,10 @@ impl AuthHook for TestAuth {
             Some(name) => Ok(Principal { name: Some(name.to_owned()), roles: Vec::new() }),
         }
     }
+
+    fn authorize_call(&self, _: &Principal, _: &str, id: &str, _: &str) -> Result<(), String> {
+        if id == "secret" { Err("object secret is off limits".into()) } else { Ok(()) }
+    }
 }
 
 impl Cluster {
@@ -355,6 +359,21 @@ async fn the_gate_protocol_end_to_end() {
     let get = call(&client_id, "Counter", "c1", "Get", pack(&GetRequest {}));
     let response = alice.call_object(get).await.unwrap().into_inner().response.unwrap();
     assert_eq!(CounterResponse::decode(response.value.as_slice()).unwrap().value, 0);
+
+    // Request preprocessing refuses before routing: PERMISSION_DENIED with its message.
+    let secret = call("", "Counter", "secret", "Get", pack(&GetRequest {}));
+    let status = mallory.call_object(secret).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "object secret is off limits")
+    );
+    // Creating an existing object as another type fails; as the same type it is idempotent.
+    let mismatch = CreateObjectRequest { r#type: "ChatRoom".into(), id: "lobby2".into() };
+    alice.create_object(mismatch).await.unwrap();
+    let again = CreateObjectRequest { r#type: "ChatRoom".into(), id: "lobby2".into() };
+    alice.create_object(again).await.unwrap();
+    let other = CreateObjectRequest { r#type: "Counter".into(), id: "lobby2".into() };
+    assert_eq!(alice.create_object(other).await.unwrap_err().code(), Code::FailedPrecondition);
 
     // The authentication hook refuses: UNAUTHENTICATED with its message.
     let mut refused = tonic::Request::new(Empty {});

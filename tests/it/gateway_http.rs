@@ -208,6 +208,9 @@ async fn the_http_routes_and_their_error_codes() {
         .assert_error(401, "UNAUTHENTICATED");
     let refused = [("Authorization", "Bearer reject")];
     request(&http, "POST", call_path, &refused, &body).await.assert_error(401, "UNAUTHENTICATED");
+    request(&http, "POST", "/api/v1/objects/call/Counter/secret/Get", &[], &body)
+        .await
+        .assert_error(403, "ACCESS_DENIED");
     let good_auth = [("X-Goverse-Auth", r#"{"user": "u", "token": "t"}"#)];
     let counter: CounterResponse =
         response_of(&request(&http, "POST", call_path, &good_auth, &body).await);

@@ -280,6 +280,11 @@ async fn call(
     serving(&shared, Operation::Call)?;
     let Path((object_type, id, method)) = path.map_err(path_error)?;
     let identity = identity(&shared, &headers)?;
+    let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
+    shared
+        .auth
+        .authorize_call(&principal, &object_type, &id, &method)
+        .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
     let request = request_any(body)?;
     let call = RoutedCall {
         object_type,
