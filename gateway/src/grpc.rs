@@ -114,7 +114,7 @@ type AnyStream = Pin<Box<dyn Stream<Item = Result<Any, Status>> + Send>>;
 type SequencedStream = Pin<Box<dyn Stream<Item = Result<SequencedItem, Status>> + Send>>;
 
 /// The items of an attached session after `after`, in order, until the stream is replaced
-/// (resumed elsewhere: noticed at the next push), the client goes away, or `stop` (the
+/// (resumed elsewhere), the client goes away, or `stop` (the
 /// gateway stopping: push streams never end by themselves, so graceful shutdown would wait
 /// forever); the attachment detaches on drop.
 pub(crate) fn session_items(

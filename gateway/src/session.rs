@@ -304,6 +304,8 @@ impl Sessions {
             return Err(ResumeError::OtherPrincipal);
         }
         let generation = session.attach(connection);
+        // Wake the replaced stream's reader, so it sees it is no longer current and ends.
+        session.latest.send_modify(|_| ());
         metrics::counter!("verse_gateway_sessions_resumed_total").increment(1);
         Ok(Attachment { session, generation })
     }

@@ -424,6 +424,12 @@ async fn a_session_resumes_with_its_last_sequence_number() {
     let id = RegisterResponse::decode(first.item.unwrap().value.as_slice()).unwrap().client_id;
     assert_eq!(id, client_id, "the same session");
     let two = next_item(&mut resumed).await;
+    // A second resume replaces the first stream, which ends.
+    let resume = ResumeRequest { client_id: client_id.clone(), last_seq: 2 };
+    let mut third = client.register_with_resume(resume).await.unwrap().into_inner();
+    assert_eq!(next_item(&mut third).await.seq, 0);
+    let ended = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut resumed)).await;
+    assert!(matches!(ended, Ok(None)), "the replaced stream ends: {ended:?}");
     assert_eq!(two.seq, 2, "the missed push is replayed");
     let message = ChatMessage::decode(two.item.unwrap().value.as_slice()).unwrap();
     assert_eq!(message.text, "two");
@@ -434,6 +440,6 @@ async fn a_session_resumes_with_its_last_sequence_number() {
     let first = next_item(&mut fresh).await;
     let id = RegisterResponse::decode(first.item.unwrap().value.as_slice()).unwrap().client_id;
     assert_ne!(id, client_id);
-    drop((resumed, fresh));
+    drop((resumed, third, fresh));
     cluster.stop().await;
 }
