@@ -23,14 +23,14 @@ const START_BOUND: Duration = Duration::from_secs(60);
 const EXIT_BOUND: Duration = Duration::from_secs(30);
 
 /// One `verse dev` child; killed on drop unless it exited.
-struct Dev {
+pub(crate) struct Dev {
     child: Child,
-    grpc: String,
-    http: String,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
 }
 
 impl Dev {
-    fn start(data_dir: &Path) -> Dev {
+    pub(crate) fn start(data_dir: &Path) -> Dev {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verse-under-test"))
             .args(["dev", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -61,13 +61,13 @@ impl Dev {
         Dev { grpc: field("grpc"), http: field("http"), child }
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         // SAFETY: sends a signal to our own child by its pid; no memory is involved.
         let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
         assert_eq!(sent, 0);
     }
 
-    fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -9,3 +9,4 @@ mod gateway;
 mod gateway_http;
 mod gateway_process;
 mod node_process;
+mod python_client;
