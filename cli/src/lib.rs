@@ -1,7 +1,8 @@
 //! The `verse` command line. `verse node` runs one cluster node hosting the example objects
 //! (`Counter`, `Greeter`, `ChatRoom`) against etcd or the embedded Raft group, with an ops HTTP
-//! port (`docs/OPERATIONS.md`); `verse dev` runs a development cluster with a gateway in one
-//! process; `verse call` calls an example object through a gateway with JSON.
+//! port (`docs/OPERATIONS.md`); `verse coord` runs a Raft voter that hosts no objects; `verse
+//! dev` runs a development cluster with a gateway in one process; `verse call` calls an example
+//! object through a gateway with JSON.
 //!
 //! [`run`] is the whole program: the `verse` binary and the test shim in `verse-tests` call it.
 
@@ -37,6 +38,9 @@ pub enum Command {
     Gateway(gateway::GatewayArgs),
     /// Calls a method of an example object through a gateway, with JSON.
     Call(call::CallArgs),
+    /// Runs an embedded Raft voter that hosts no objects (`--coordinator raft-voter` and its
+    /// `--raft-*` flags) until SIGTERM or SIGINT.
+    Coord(Box<config::NodeArgs>),
 }
 
 /// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the command.
@@ -58,6 +62,10 @@ pub fn run() -> anyhow::Result<()> {
             runtime.block_on(gateway::run(settings))
         }
         Command::Call(args) => runtime.block_on(call::run(args)),
+        Command::Coord(args) => {
+            let settings = args.resolve()?;
+            runtime.block_on(node::run_coord(settings))
+        }
     }
 }
 

@@ -178,6 +178,57 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     outcome
 }
 
+/// Runs `verse coord`: an embedded Raft voter hosting no objects (so killing the Raft leader
+/// moves no shard), until SIGTERM or SIGINT. Logs one `ready to serve` line with its
+/// `raft_address`, and a `Raft leader` line whenever the leader it knows of changes.
+pub async fn run_coord(settings: NodeSettings) -> anyhow::Result<()> {
+    let CoordinatorSettings::RaftVoter { id, peers, listen, advertise, init } =
+        &settings.coordinator
+    else {
+        anyhow::bail!("verse coord needs --coordinator raft-voter");
+    };
+    let clock: SharedClock = SystemClock::shared();
+    let voter =
+        start_voter(&settings, *id, peers, *listen, advertise.clone(), *init, &clock).await?;
+    tracing::info!(raft_id = id, raft_address = %voter.address, "ready to serve (coordinator)");
+    let follow = tokio::spawn({
+        let (voter, stop) = (voter.voter.clone(), voter.stop.clone());
+        async move {
+            let mut known = None;
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let leader = voter.current_leader();
+                if leader != known {
+                    known = leader;
+                    tracing::info!(leader = leader.unwrap_or(0), "Raft leader");
+                }
+            }
+        }
+    });
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+        _ = interrupt.recv() => tracing::info!("SIGINT"),
+    }
+    voter.stop.cancel();
+    if let Err(error) = follow.await {
+        tracing::warn!(%error, "leader follower task failed");
+    }
+    if let Err(error) = voter.served.await {
+        tracing::warn!(%error, "Raft server task failed");
+    }
+    voter.voter.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// The readiness check of the ops port (module docs).
 fn readiness(stopping: Arc<AtomicBool>, joined: Joined, clock: SharedClock) -> ops::ReadyCheck {
     Arc::new(move || {

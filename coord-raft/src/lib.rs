@@ -41,6 +41,6 @@ pub use net::{TcpConnector, TcpIncoming};
 pub use network::LocalRouter;
 pub use runtime::{SeededRuntime, seed_election_randomness};
 pub use server::{ServeError, VoterServer};
-pub use storage::DiskError;
+pub use storage::{DatabaseSource, DiskError};
 pub use voter::{MembershipError, RaftVoter, VoterConfig, VoterError};
 pub use wire::MembershipView;

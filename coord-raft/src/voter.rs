@@ -31,7 +31,7 @@ use crate::peers::{Peers, Target};
 use crate::state::{ChangesSince, Frame};
 use crate::storage::log_store::LogStore;
 use crate::storage::state_machine::{Replica, StateMachineStore};
-use crate::storage::{Disk, DiskError};
+use crate::storage::{DatabaseSource, Disk, DiskError};
 use crate::types::{NodeId, Raft, TypeConfig};
 use crate::wire::{
     AnswerRec, EventChange, EventRec, MembershipChange, MembershipView, QueryRec, SnapshotRec,
@@ -62,6 +62,9 @@ pub struct VoterConfig {
     pub watch_progress_interval: Duration,
     /// Largest snapshot chunk sent to a lagging follower, in bytes.
     pub snapshot_chunk_bytes: usize,
+    /// When set, the database lives on this storage instead of the file at `data_path` (the
+    /// simulation's disk); `None` (the default) uses the file.
+    pub database: Option<Arc<dyn DatabaseSource>>,
 }
 
 impl VoterConfig {
@@ -79,6 +82,7 @@ impl VoterConfig {
             tick_interval: Duration::from_millis(25),
             watch_progress_interval: Duration::from_secs(1),
             snapshot_chunk_bytes: 1 << 20,
+            database: None,
         }
     }
 }
@@ -190,16 +194,21 @@ impl RaftVoter {
         executor: SharedExecutor,
     ) -> Result<RaftVoter, VoterError> {
         let path = config.data_path.clone();
-        let fresh = run_blocking(&*executor, move || !path.exists())
-            .await
-            .map_err(|_| VoterError::Disk(DiskError::Executor))?;
+        let source = config.database.clone();
+        let fresh = run_blocking(&*executor, move || match source {
+            Some(source) => source.is_fresh(),
+            None => !path.exists(),
+        })
+        .await
+        .map_err(|_| VoterError::Disk(DiskError::Executor))?;
         if fresh
             && let Some(view) = peers.membership(config.node_id).await
             && view.knows(config.node_id)
         {
             return Err(VoterError::DataMissing(config.node_id));
         }
-        let disk = Disk::open(&config.data_path, config.node_id, executor).await?;
+        let disk = Disk::open(&config.data_path, config.database.clone(), config.node_id, executor)
+            .await?;
         let log_store = LogStore::new(disk.clone());
         let state_machine = StateMachineStore::open(disk, config.max_changes).await?;
         let replica = state_machine.replica();

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod coordinator;
 pub mod epoch;
 pub mod executor;
+pub mod fault;
 pub mod handoff;
 pub mod planner;
 pub mod push;

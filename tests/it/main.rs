@@ -10,3 +10,5 @@ mod gateway_http;
 mod gateway_process;
 mod node_process;
 mod python_client;
+mod scenarios;
+mod support;

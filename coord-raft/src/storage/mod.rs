@@ -51,6 +51,16 @@ impl DiskError {
     }
 }
 
+/// Where a voter's redb database lives when it is not a file at `VoterConfig::data_path`: the
+/// simulation's disk (a redb storage backend that keeps writes pending until `sync_data` and
+/// lives outside the simulated host). Production leaves it unset.
+pub trait DatabaseSource: Send + Sync + fmt::Debug + 'static {
+    /// Whether the storage was never written (a fresh voter, as a missing data file is).
+    fn is_fresh(&self) -> bool;
+    /// Opens (or creates) the database on this storage.
+    fn open(&self) -> Result<Database, redb::DatabaseError>;
+}
+
 /// One redb file and the executor its transactions run on.
 #[derive(Clone)]
 pub(crate) struct Disk {
@@ -69,12 +79,17 @@ impl Disk {
     /// `node_id`: a file written by another node id is refused.
     pub(crate) async fn open(
         path: &Path,
+        source: Option<Arc<dyn DatabaseSource>>,
         node_id: u64,
         executor: SharedExecutor,
     ) -> Result<Disk, DiskError> {
         let path = path.to_path_buf();
         let db = run_blocking(&*executor, move || -> Result<Database, DiskError> {
-            let db = Database::create(&path).map_err(DiskError::redb)?;
+            let db = match source {
+                Some(source) => source.open(),
+                None => Database::create(&path),
+            }
+            .map_err(DiskError::redb)?;
             let txn = db.begin_write().map_err(DiskError::redb)?;
             {
                 txn.open_table(LOG).map_err(DiskError::redb)?;

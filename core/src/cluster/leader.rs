@@ -188,6 +188,12 @@ async fn lead_term(
     let mut next_plan = clock.now();
     loop {
         let periodic = clock.now() >= next_plan;
+        if periodic {
+            // Also without a view yet: otherwise the sleep below completes at once and the
+            // loop spins until the first view arrives (found by the simulation, where that
+            // spin stops virtual time).
+            next_plan = clock.now() + options.plan_interval;
+        }
         let view = views.borrow_and_update().clone();
         if let Some(view) = view
             && (periodic || planned_at != Some(view.revision()))

@@ -1,0 +1,466 @@
+//! One seed of the churn scenario: builds the simulated cluster (three voters, three nodes,
+//! writer clients and a final reader), injects the seed's faults, runs until the clients are
+//! done, and hands the history to the checkers.
+//!
+//! Everything random comes from the seed: turmoil's RNG (message latency, link failures, the
+//! per-host tokio runtimes' seeds under `tokio_unstable`), openraft's election timeouts
+//! ([`verse_coord_raft::seed_election_randomness`]), each node's [`RandomSource`], each host's
+//! clock offset and rate error, the store's latency, the clients' choices and the fault
+//! schedule.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use verse_core::runtime::observe::TurnObserver;
+use verse_core::store::DEFAULT_TOMBSTONE_RETENTION;
+use verse_core::{MemoryStore, StateStore};
+
+use crate::checkers::{self, Verdict};
+use crate::clock::HostClock;
+use crate::disk::SimDisk;
+use crate::faults::{Fault, ScheduleShape, schedule};
+use crate::history::{Event, History, Observer};
+use crate::hosts::{
+    ClientPlan, HostSettings, NodeParts, VoterRegistry, current_leader, run_client, run_node,
+    run_voter,
+};
+use crate::store::{FaultyStore, StoreFaults};
+
+/// The shape of the scenario (defaults: about 20 simulated seconds).
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Object-hosting nodes.
+    pub nodes: usize,
+    /// Raft voters.
+    pub voters: usize,
+    /// Writer clients.
+    pub writers: usize,
+    /// Shards of the cluster (one counter per shard, `shard#N/counter`).
+    pub shard_count: u32,
+    /// Node lease TTL.
+    pub lease_ttl: Duration,
+    /// The largest clock rate error of a host, in parts per million (ρ/2 of the lease rule's
+    /// ρ = 1 %, so two hosts differ by at most ρ).
+    pub max_rate_ppm: i64,
+    /// Faults start after this (the cluster has formed).
+    pub faults_from: Duration,
+    /// Every fault has ended by this.
+    pub heal_by: Duration,
+    /// Writers stop starting increments at this time.
+    pub writes_until: Duration,
+    /// The final reads start at this time: `heal_by` + the liveness bound.
+    pub final_reads_at: Duration,
+    /// Deadline of each client call.
+    pub call_deadline: Duration,
+    /// The run fails (liveness) if the clients are not done by then.
+    pub give_up_at: Duration,
+    /// Largest latency the shared store adds before and after an operation.
+    pub store_latency: Duration,
+    /// Extra faults per seed beyond the required ones.
+    pub extra_faults: std::ops::RangeInclusive<usize>,
+    /// Acknowledged increments each seed must have.
+    pub min_acknowledged: usize,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            nodes: 3,
+            voters: 3,
+            writers: 2,
+            shard_count: 32,
+            lease_ttl: Duration::from_secs(2),
+            max_rate_ppm: 5_000,
+            faults_from: Duration::from_secs(3),
+            heal_by: Duration::from_secs(12),
+            writes_until: Duration::from_secs(17),
+            final_reads_at: Duration::from_secs(18),
+            call_deadline: Duration::from_secs(3),
+            give_up_at: Duration::from_secs(40),
+            store_latency: Duration::from_millis(2),
+            extra_faults: 2..=5,
+            min_acknowledged: 100,
+        }
+    }
+}
+
+/// What one seed did and what the checkers found.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// FNV-1a 64 of the trace and its number of lines.
+    pub fingerprint: (u64, usize),
+    /// The checkers' findings.
+    pub verdict: Verdict,
+    /// Simulated time at the end.
+    pub simulated: Duration,
+    /// Wall-clock time the seed took.
+    pub wall: Duration,
+    /// The trace (a cluster timeline).
+    pub trace: String,
+}
+
+impl SeedReport {
+    /// Whether every checker passed.
+    pub fn passed(&self) -> bool {
+        self.verdict.violations.is_empty()
+    }
+}
+
+#[derive(Debug)]
+enum Action {
+    Start(Fault),
+    CrashHost(String),
+    Restart(String),
+    Cut(String, Vec<(String, String)>),
+    Heal(String, Vec<(String, String)>),
+    FailRate(f64),
+    MaxLatency(Duration),
+    Hold(Vec<(String, String)>),
+    Release(Vec<(String, String)>),
+}
+
+/// Runs one seed of `scenario` on the current thread.
+pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
+    let wall = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    verse_coord_raft::seed_election_randomness(rng.r#gen());
+    let history = History::new();
+    let voters: Vec<String> = (1..=scenario.voters).map(|i| format!("voter{i}")).collect();
+    let nodes: Vec<String> = (1..=scenario.nodes).map(|i| format!("node{i}")).collect();
+    let settings = HostSettings {
+        voters: voters.clone(),
+        nodes: nodes.clone(),
+        shard_count: scenario.shard_count,
+        lease_ttl: scenario.lease_ttl,
+    };
+    let clock = |rng: &mut ChaCha8Rng| {
+        let offset = Duration::from_millis(rng.gen_range(0..100_000));
+        let rate = rng.gen_range(-scenario.max_rate_ppm..=scenario.max_rate_ppm);
+        HostClock::new(offset, rate)
+    };
+
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(rng.r#gen())
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .simulation_duration(scenario.give_up_at)
+        .min_message_latency(Duration::ZERO)
+        .max_message_latency(Duration::from_millis(3))
+        .build();
+
+    let registry: VoterRegistry = Arc::default();
+    let mut disks = BTreeMap::new();
+    for (index, name) in voters.iter().enumerate() {
+        let disk = SimDisk::new();
+        disks.insert(name.clone(), disk.clone());
+        let (settings, registry, history) = (settings.clone(), registry.clone(), history.clone());
+        let clock = clock(&mut rng);
+        let id = u64::try_from(index + 1).unwrap_or(1);
+        sim.host(name.as_str(), move || {
+            let fut = run_voter(
+                settings.clone(),
+                id,
+                disk.clone(),
+                clock.clone(),
+                registry.clone(),
+                history.clone(),
+            );
+            async move {
+                fut.await;
+                Ok(())
+            }
+        });
+    }
+
+    let faults = StoreFaults::new(rng.r#gen(), scenario.store_latency);
+    let memory = Arc::new(MemoryStore::new(
+        HostClock::new(Duration::ZERO, 0).shared(),
+        DEFAULT_TOMBSTONE_RETENTION,
+        false,
+    ));
+    let store: Arc<dyn StateStore> = Arc::new(FaultyStore::new(memory, faults.clone()));
+    let observer: Arc<dyn TurnObserver> = Arc::new(Observer::new(history.clone()));
+    for name in &nodes {
+        let base = NodeParts {
+            settings: settings.clone(),
+            name: name.clone(),
+            clock: clock(&mut rng),
+            store: store.clone(),
+            observer: observer.clone(),
+            seed: rng.r#gen(),
+            history: history.clone(),
+        };
+        let incarnations = Rc::new(Cell::new(0u64));
+        sim.host(name.as_str(), move || {
+            let mut parts = base.clone();
+            incarnations.set(incarnations.get() + 1);
+            parts.seed = parts.seed.wrapping_add(incarnations.get());
+            run_node_host(parts)
+        });
+    }
+
+    let counters: Vec<String> =
+        (0..scenario.shard_count).map(|shard| format!("shard#{shard}/counter")).collect();
+    let mut plans: Vec<ClientPlan> = (1..=scenario.writers)
+        .map(|i| ClientPlan {
+            name: format!("client{i}"),
+            counters: counters.clone(),
+            start_at: Duration::from_secs(2),
+            writes_until: scenario.writes_until,
+            final_reads: false,
+            deadline: scenario.call_deadline,
+            seed: rng.r#gen(),
+        })
+        .collect();
+    plans.push(ClientPlan {
+        name: "reader".into(),
+        counters: counters.clone(),
+        start_at: scenario.final_reads_at,
+        writes_until: scenario.final_reads_at,
+        final_reads: true,
+        deadline: scenario.call_deadline,
+        seed: rng.r#gen(),
+    });
+    for plan in plans {
+        let fut = run_client(settings.clone(), plan.clone(), clock(&mut rng), history.clone());
+        sim.client(plan.name.as_str(), fut);
+    }
+
+    let shape = ScheduleShape {
+        nodes: scenario.nodes,
+        voters: scenario.voters,
+        start_after: scenario.faults_from,
+        heal_by: scenario.heal_by,
+        extra: scenario.extra_faults.clone(),
+    };
+    let mut pending: BTreeMap<(Duration, u64), Action> = BTreeMap::new();
+    let mut sequence = 0u64;
+    for (at, fault) in schedule(&mut rng, &shape) {
+        pending.insert((at, sequence), Action::Start(fault));
+        sequence += 1;
+    }
+
+    let mut run_error = None;
+    let progress = std::env::var_os("VERSE_SIM_PROGRESS").is_some();
+    loop {
+        let now = sim.elapsed();
+        while let Some(entry) = pending.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let action = entry.remove();
+            for (delay, next) in
+                apply(&mut sim, action, now, &settings, &registry, &disks, &faults, &history)
+            {
+                pending.insert((now + delay, sequence), next);
+                sequence += 1;
+            }
+        }
+        if progress && now.as_millis() % 250 == 0 {
+            eprintln!("progress: sim {now:?} wall {:?}", wall.elapsed());
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => {
+                run_error = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    let simulated = sim.elapsed();
+    drop(sim);
+    let verdict = checkers::check(&history, scenario, run_error);
+    SeedReport {
+        seed,
+        fingerprint: history.fingerprint(),
+        verdict,
+        simulated,
+        wall: wall.elapsed(),
+        trace: history.trace(),
+    }
+}
+
+async fn run_node_host(parts: NodeParts) -> turmoil::Result {
+    run_node(parts).await;
+    Ok(())
+}
+
+fn pairs(a: &[String], b: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for x in a {
+        for y in b {
+            if x != y {
+                out.push((x.clone(), y.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    action: Action,
+    now: Duration,
+    settings: &HostSettings,
+    registry: &VoterRegistry,
+    disks: &BTreeMap<String, SimDisk>,
+    store: &StoreFaults,
+    history: &History,
+) -> Vec<(Duration, Action)> {
+    let voters = &settings.voters;
+    let nodes = &settings.nodes;
+    match action {
+        Action::Start(fault) => {
+            let d = fault.duration();
+            match fault {
+                Fault::CrashNode(i, _) => {
+                    let host = nodes[i].clone();
+                    vec![
+                        (Duration::ZERO, Action::CrashHost(host.clone())),
+                        (d, Action::Restart(host)),
+                    ]
+                }
+                Fault::CrashVoter(i, _) => {
+                    let host = voters[i].clone();
+                    vec![
+                        (Duration::ZERO, Action::CrashHost(host.clone())),
+                        (d, Action::Restart(host)),
+                    ]
+                }
+                Fault::CrashLeader(_) => match current_leader(registry) {
+                    Some(id) => {
+                        history.event(now, "harness", Event::LeaderChange(id));
+                        let host = voters[usize::try_from(id - 1).unwrap_or(0)].clone();
+                        vec![
+                            (Duration::ZERO, Action::CrashHost(host.clone())),
+                            (d, Action::Restart(host)),
+                        ]
+                    }
+                    None => {
+                        history.note("harness", "no leader to crash");
+                        Vec::new()
+                    }
+                },
+                Fault::IsolateLeader(_) => match current_leader(registry) {
+                    Some(id) => {
+                        history.event(now, "harness", Event::LeaderChange(id));
+                        let host = voters[usize::try_from(id - 1).unwrap_or(0)].clone();
+                        let everyone: Vec<String> =
+                            voters.iter().chain(nodes.iter()).cloned().collect();
+                        let cut = pairs(std::slice::from_ref(&host), &everyone);
+                        let label = format!("leader {host} from everyone");
+                        vec![
+                            (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
+                            (d, Action::Heal(label, cut)),
+                        ]
+                    }
+                    None => {
+                        history.note("harness", "no leader to isolate");
+                        Vec::new()
+                    }
+                },
+                Fault::NodeFromCoordinator(i, _) => {
+                    let cut = pairs(std::slice::from_ref(&nodes[i]), voters);
+                    let label = format!("{} from the coordinator", nodes[i]);
+                    vec![
+                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
+                        (d, Action::Heal(label, cut)),
+                    ]
+                }
+                Fault::NodeFromPeers(i, _) => {
+                    let cut = pairs(std::slice::from_ref(&nodes[i]), nodes);
+                    let label = format!("{} from its peers", nodes[i]);
+                    vec![
+                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
+                        (d, Action::Heal(label, cut)),
+                    ]
+                }
+                Fault::VoterMinority(i, _) => {
+                    let cut = pairs(std::slice::from_ref(&voters[i]), voters);
+                    let label = format!("{} from the other voters", voters[i]);
+                    vec![
+                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
+                        (d, Action::Heal(label, cut)),
+                    ]
+                }
+                Fault::Loss(rate, _) => {
+                    vec![(Duration::ZERO, Action::FailRate(rate)), (d, Action::FailRate(0.0))]
+                }
+                Fault::Delay(max, _) => vec![
+                    (Duration::ZERO, Action::MaxLatency(max)),
+                    (d, Action::MaxLatency(Duration::from_millis(3))),
+                ],
+                Fault::HoldNodeCoordinator(i, _) => {
+                    let held = pairs(std::slice::from_ref(&nodes[i]), voters);
+                    vec![(Duration::ZERO, Action::Hold(held.clone())), (d, Action::Release(held))]
+                }
+                Fault::StoreOutage(_) => {
+                    store.outage(now, now + d);
+                    history.event(now, "harness", Event::StoreOutage(format!("for {d:?}")));
+                    Vec::new()
+                }
+            }
+        }
+        Action::CrashHost(host) => {
+            if let Some(disk) = disks.get(&host) {
+                let lost = disk.crash();
+                history.note("harness", &format!("{host} loses {lost} unsynced disk writes"));
+            }
+            sim.crash(host.as_str());
+            history.host_crashed(&host, now);
+            history.event(now, "harness", Event::Crash(host));
+            Vec::new()
+        }
+        Action::Restart(host) => {
+            sim.bounce(host.as_str());
+            history.event(now, "harness", Event::Restart(host));
+            Vec::new()
+        }
+        Action::Cut(label, links) => {
+            for (a, b) in &links {
+                sim.partition(a.as_str(), b.as_str());
+            }
+            history.event(now, "harness", Event::Partition(label));
+            Vec::new()
+        }
+        Action::Heal(label, links) => {
+            for (a, b) in &links {
+                sim.repair(a.as_str(), b.as_str());
+            }
+            history.event(now, "harness", Event::Heal(label));
+            Vec::new()
+        }
+        Action::FailRate(rate) => {
+            sim.set_fail_rate(rate);
+            history.event(now, "harness", Event::Network(format!("link failure rate {rate:.4}")));
+            Vec::new()
+        }
+        Action::MaxLatency(max) => {
+            sim.set_max_message_latency(max);
+            history.event(now, "harness", Event::Network(format!("max latency {max:?}")));
+            Vec::new()
+        }
+        Action::Hold(links) => {
+            for (a, b) in &links {
+                sim.hold(a.as_str(), b.as_str());
+            }
+            history.event(now, "harness", Event::Network(format!("hold {links:?}")));
+            Vec::new()
+        }
+        Action::Release(links) => {
+            for (a, b) in &links {
+                sim.release(a.as_str(), b.as_str());
+            }
+            history.event(now, "harness", Event::Network(format!("release {links:?}")));
+            Vec::new()
+        }
+    }
+}
