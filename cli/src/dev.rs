@@ -7,8 +7,9 @@
 //! verse dev ready: grpc=127.0.0.1:7000 http=127.0.0.1:7080 data=./verse-data
 //! ```
 //!
-//! `http` is the gateway's HTTP port: `/healthz`, `/readyz` (the gateway's readiness) and
-//! `/metrics` for now. SIGINT or SIGTERM stop everything gracefully (exit 0). The data
+//! `http` is the gateway's HTTP port: GoVerse's HTTP routes (`/api/v1/objects/…`, the SSE
+//! stream `/api/v1/events/stream`), `/healthz`, `/readyz` (the gateway's readiness) and
+//! `/metrics`. SIGINT or SIGTERM stop everything gracefully (exit 0). The data
 //! directory keeps the Raft log and the counters across restarts.
 
 use std::net::SocketAddr;
@@ -52,7 +53,8 @@ pub struct DevArgs {
     /// The gateway's gRPC (gate protocol) listen address; port 0 picks a free port.
     #[arg(long, env = "VERSE_GRPC_LISTEN", default_value = DEFAULT_GRPC_LISTEN)]
     pub grpc_listen: SocketAddr,
-    /// The gateway's HTTP listen address (/healthz, /readyz, /metrics); port 0 picks one.
+    /// The gateway's HTTP listen address (API routes, /healthz, /readyz, /metrics); port 0
+    /// picks one.
     #[arg(long, env = "VERSE_HTTP_LISTEN", default_value = DEFAULT_HTTP_LISTEN)]
     pub http_listen: SocketAddr,
     /// Directory of the Raft log and the redb store.
@@ -157,7 +159,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         Arc::new(move || gateway.readiness())
     };
     let http_stop = CancellationToken::new();
-    let http_served = tokio::spawn(ops::serve(http, metrics.clone(), ready, http_stop.clone()));
+    let http_served = tokio::spawn(ops::serve_with(
+        http,
+        metrics.clone(),
+        ready,
+        gateway.http_router(),
+        http_stop.clone(),
+    ));
 
     // Ready once the node serves every shard and the gateway is ready.
     let started = Instant::now();

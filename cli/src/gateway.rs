@@ -244,7 +244,13 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         Arc::new(move || gateway.readiness())
     };
     let http_stop = CancellationToken::new();
-    let http_served = tokio::spawn(ops::serve(http, metrics, ready, http_stop.clone()));
+    let http_served = tokio::spawn(ops::serve_with(
+        http,
+        metrics,
+        ready,
+        gateway.http_router(),
+        http_stop.clone(),
+    ));
     tracing::info!(
         gateway_id = %settings.gateway_id,
         grpc_address = %grpc_address,

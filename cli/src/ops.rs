@@ -1,5 +1,6 @@
 //! The ops HTTP port: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (the node is ready as the architecture defines it, see [`crate::node`]).
+//! `/readyz` (the node, or the gateway, is ready as the architecture defines it, see
+//! [`crate::node`]); a gateway's HTTP routes share the port.
 
 use std::sync::Arc;
 
@@ -27,11 +28,24 @@ pub async fn serve(
     ready: ReadyCheck,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = Router::new()
+    serve_with(listener, metrics, ready, Router::new(), stop).await
+}
+
+/// Serves the ops endpoints and the routes of `extra` (a gateway's HTTP routes) on
+/// `listener` until `stop` is cancelled.
+pub async fn serve_with(
+    listener: TcpListener,
+    metrics: PrometheusHandle,
+    ready: ReadyCheck,
+    extra: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let ops = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .with_state(Ops { metrics, ready });
+    let router = extra.merge(ops);
     axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
 }
 

@@ -8,13 +8,13 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures::Stream;
 use prost::{Message, Name};
 use prost_types::Any;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
@@ -41,12 +41,10 @@ pub struct TaggedIo<IO> {
     id: ConnectionId,
 }
 
-static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
-
 impl<IO> TaggedIo<IO> {
     /// Tags `io` with a fresh connection id.
     pub fn new(io: IO) -> Self {
-        TaggedIo { io, id: ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)) }
+        TaggedIo { io, id: ConnectionId::fresh() }
     }
 }
 
@@ -116,24 +114,39 @@ type AnyStream = Pin<Box<dyn Stream<Item = Result<Any, Status>> + Send>>;
 type SequencedStream = Pin<Box<dyn Stream<Item = Result<SequencedItem, Status>> + Send>>;
 
 /// The items of an attached session after `after`, in order, until the stream is replaced
-/// (resumed elsewhere) or the client goes away; the attachment detaches on drop.
-fn session_items(attachment: Attachment, after: u64) -> impl Stream<Item = (u64, Any)> + Send {
+/// (resumed elsewhere), the client goes away, or `stop` (the
+/// gateway stopping: push streams never end by themselves, so graceful shutdown would wait
+/// forever); the attachment detaches on drop.
+pub(crate) fn session_items(
+    attachment: Attachment,
+    after: u64,
+    stop: CancellationToken,
+) -> impl Stream<Item = (u64, Any)> + Send {
     let latest = attachment.session().subscribe();
     futures::stream::unfold(
         (attachment, latest, after, std::collections::VecDeque::new()),
-        |(attachment, mut latest, mut after, mut ready)| async move {
-            loop {
-                if let Some((seq, item)) = ready.pop_front() {
-                    after = seq;
-                    return Some(((seq, item), (attachment, latest, after, ready)));
-                }
-                if !attachment.is_current() {
-                    return None;
-                }
-                latest.borrow_and_update();
-                ready.extend(attachment.session().read_after(after));
-                if ready.is_empty() && latest.changed().await.is_err() {
-                    return None;
+        move |(attachment, mut latest, mut after, mut ready)| {
+            let stop = stop.clone();
+            async move {
+                loop {
+                    if stop.is_cancelled() {
+                        return None;
+                    }
+                    if let Some((seq, item)) = ready.pop_front() {
+                        after = seq;
+                        return Some(((seq, item), (attachment, latest, after, ready)));
+                    }
+                    if !attachment.is_current() {
+                        return None;
+                    }
+                    latest.borrow_and_update();
+                    ready.extend(attachment.session().read_after(after));
+                    if ready.is_empty() {
+                        tokio::select! {
+                            changed = latest.changed() => if changed.is_err() { return None },
+                            () = stop.cancelled() => return None,
+                        }
+                    }
                 }
             }
         },
@@ -200,6 +213,12 @@ impl GateGrpc {
         if object_type.is_empty() || id.is_empty() || method.is_empty() {
             return Err(GateError::InvalidArgument("a call needs type, id and method".into()));
         }
+        let principal =
+            Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
+        self.shared
+            .auth
+            .authorize_call(&principal, &object_type, &id, &method)
+            .map_err(GateError::PermissionDenied)?;
         let request = request
             .ok_or_else(|| GateError::InvalidArgument(format!("call to {id}: no request")))?;
         if request.type_url.is_empty() {
@@ -252,7 +271,10 @@ impl GateService for GateGrpc {
         let attachment = self.shared.sessions.open(principal, connection);
         let first =
             pack(&RegisterResponse { client_id: attachment.session().client_id().to_owned() });
-        let items = futures::StreamExt::map(session_items(attachment, 0), |(_, item)| Ok(item));
+        let items = futures::StreamExt::map(
+            session_items(attachment, 0, self.shared.stopping.clone()),
+            |(_, item)| Ok(item),
+        );
         let stream = futures::StreamExt::chain(futures::stream::once(async { Ok(first) }), items);
         Ok(Response::new(Box::pin(stream)))
     }
@@ -285,9 +307,10 @@ impl GateService for GateGrpc {
                 client_id: attachment.session().client_id().to_owned(),
             })),
         };
-        let items = futures::StreamExt::map(session_items(attachment, after), |(seq, item)| {
-            Ok(SequencedItem { seq, item: Some(item) })
-        });
+        let items = futures::StreamExt::map(
+            session_items(attachment, after, self.shared.stopping.clone()),
+            |(seq, item)| Ok(SequencedItem { seq, item: Some(item) }),
+        );
         let stream = futures::StreamExt::chain(futures::stream::once(async { Ok(first) }), items);
         Ok(Response::new(Box::pin(stream)))
     }

@@ -7,13 +7,15 @@
 //! open to every live node and delivers pushes to client sessions ([`session`]).
 //!
 //! Its client API is GoVerse's `gate.GateService` over gRPC ([`grpc`], `proto/gate.proto`,
-//! `client-protocol.md`), plus `RegisterWithResume`; the wire rules Verse adds are in
+//! `client-protocol.md`), plus `RegisterWithResume`, and GoVerse's HTTP routes with
+//! server-sent events ([`http`]); the wire rules Verse adds are in
 //! `docs/PROTOCOL.md`. Errors map to gRPC statuses in one table ([`status`]).
 //!
 //! Readiness ([`Gateway::readiness`]): the view is younger than `view_stale_after`, at least
 //! one node is live, and the gateway is not stopping.
 
 pub mod grpc;
+pub mod http;
 mod member;
 pub mod session;
 pub mod status;
@@ -61,6 +63,8 @@ pub struct GatewayConfig {
     pub view_stale_after: Duration,
     /// How long registration waits for an earlier record of this id to expire.
     pub register_wait: Duration,
+    /// An idle SSE stream gets a `heartbeat` event this often.
+    pub heartbeat_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -75,6 +79,7 @@ impl GatewayConfig {
             session_grace: Duration::from_secs(30),
             view_stale_after: Duration::from_secs(10),
             register_wait: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(30),
         }
     }
 }
@@ -272,6 +277,12 @@ impl Gateway {
             .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         Ok(())
+    }
+
+    /// The HTTP routes of GoVerse's protocol ([`http`]), to merge with the ops routes and
+    /// serve with `axum::serve`.
+    pub fn http_router(&self) -> axum::Router {
+        http::router(self.shared.clone())
     }
 
     /// The gateway's readiness: `Ok` when the view is younger than `view_stale_after`, at

@@ -30,6 +30,15 @@ use verse_core::RandomSource;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl ConnectionId {
+    /// A connection id not handed out before in this process (never 0).
+    pub fn fresh() -> Self {
+        ConnectionId(NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Credentials the [`AuthHook`] sees: the `Register` call's metadata (or a call's), or an HTTP
 /// request's headers, with lowercase names (for example `authorization`,
 /// `x-goverse-auth`, `x-username`, `x-password`). Values that are not ASCII are left out.
@@ -55,12 +64,26 @@ pub struct Principal {
     pub roles: Vec<String>,
 }
 
-/// The client proxy's pluggable authentication hook: sees the credentials of `Register` (and
-/// of anonymous calls) and accepts them as a principal or refuses them (`UNAUTHENTICATED`
-/// with the message over gRPC).
+/// The client proxy's pluggable hook: authentication (sees the credentials of `Register`, of
+/// anonymous calls and of HTTP requests, and accepts them as a principal or refuses them:
+/// `UNAUTHENTICATED` with the message) and request preprocessing ([`AuthHook::authorize_call`]).
 pub trait AuthHook: Send + Sync + 'static {
     /// Authenticates `credentials`; `Err(message)` refuses.
     fn authenticate(&self, credentials: &Credentials) -> Result<Principal, String>;
+
+    /// Request preprocessing: sees every call after authentication, before it is routed, and
+    /// may refuse it (`PERMISSION_DENIED` over gRPC, 403 `ACCESS_DENIED` over HTTP; the method
+    /// never runs). The default allows every call.
+    fn authorize_call(
+        &self,
+        principal: &Principal,
+        object_type: &str,
+        id: &str,
+        method: &str,
+    ) -> Result<(), String> {
+        let _ = (principal, object_type, id, method);
+        Ok(())
+    }
 }
 
 /// The default hook: everyone is anonymous and accepted.
@@ -281,6 +304,8 @@ impl Sessions {
             return Err(ResumeError::OtherPrincipal);
         }
         let generation = session.attach(connection);
+        // Wake the replaced stream's reader, so it sees it is no longer current and ends.
+        session.latest.send_modify(|_| ());
         metrics::counter!("verse_gateway_sessions_resumed_total").increment(1);
         Ok(Attachment { session, generation })
     }

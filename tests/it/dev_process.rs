@@ -23,14 +23,14 @@ const START_BOUND: Duration = Duration::from_secs(60);
 const EXIT_BOUND: Duration = Duration::from_secs(30);
 
 /// One `verse dev` child; killed on drop unless it exited.
-struct Dev {
+pub(crate) struct Dev {
     child: Child,
-    grpc: String,
-    http: String,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
 }
 
 impl Dev {
-    fn start(data_dir: &Path) -> Dev {
+    pub(crate) fn start(data_dir: &Path) -> Dev {
         let mut child = Command::new(env!("CARGO_BIN_EXE_verse-under-test"))
             .args(["dev", "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .arg("--data-dir")
@@ -61,13 +61,13 @@ impl Dev {
         Dev { grpc: field("grpc"), http: field("http"), child }
     }
 
-    fn signal(&self, signal: libc::c_int) {
+    pub(crate) fn signal(&self, signal: libc::c_int) {
         // SAFETY: sends a signal to our own child by its pid; no memory is involved.
         let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
         assert_eq!(sent, 0);
     }
 
-    fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -107,9 +107,19 @@ async fn counter_call(grpc: &str, method: &str, request: Any) -> CounterResponse
 
 /// A plain HTTP/1.1 GET (status line and body).
 fn http_get(address: &str, path: &str) -> String {
+    http(address, "GET", path, "")
+}
+
+/// A plain HTTP/1.1 request (the whole response).
+fn http(address: &str, method: &str, path: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let length = body.len();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {length}\r\n\r\n{body}"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -139,6 +149,23 @@ async fn verse_dev_serves_the_counter_and_stops_cleanly() {
         .output()
         .unwrap();
     assert!(!bad.status.success(), "malformed JSON is an error");
+
+    // The README's curl body: Any(counter.IncrementRequest { amount: 5 }) in base64.
+    let readme =
+        r#"{"request":"Cix0eXBlLmdvb2dsZWFwaXMuY29tL2NvdW50ZXIuSW5jcmVtZW50UmVxdWVzdBICCAU="}"#;
+    let reply = http(&dev.http, "POST", "/api/v1/objects/call/Counter/readme/Increment", readme);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    let bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        json["response"].as_str().unwrap(),
+    )
+    .unwrap();
+    let any = Any::decode(bytes.as_slice()).unwrap();
+    assert_eq!(any.type_url, "type.googleapis.com/counter.CounterResponse");
+    let counter = CounterResponse::decode(any.value.as_slice()).unwrap();
+    assert_eq!((counter.name.as_str(), counter.value), ("readme", 5));
 
     dev.signal(libc::SIGTERM);
     assert!(dev.wait_exit().success(), "exit 0 on SIGTERM");

@@ -32,6 +32,7 @@ use verse_gateway::proto::{
     CallObjectRequest, CreateObjectRequest, DeleteObjectRequest, Empty, RegisterResponse,
     ReliableCallObjectRequest, ResumeRequest,
 };
+use verse_gateway::session::{AuthHook, Credentials, Principal};
 use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
 use verse_transport::{NodeClient, NodeServer, PushHub, TcpIncoming};
 
@@ -59,7 +60,7 @@ fn call(
     }
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     _dir: tempfile::TempDir,
     voter: Arc<RaftVoter>,
     node: Arc<Node>,
@@ -67,11 +68,32 @@ struct Cluster {
     node_server: (oneshot::Sender<()>, JoinHandle<()>),
     gateway: Arc<Gateway>,
     gateway_server: (oneshot::Sender<()>, JoinHandle<()>),
+    http_server: (oneshot::Sender<()>, JoinHandle<()>),
     address: String,
+    /// The gateway's HTTP address.
+    pub(crate) http: String,
+}
+
+/// A test authentication hook: `Authorization: Bearer <name>` is principal `<name>`,
+/// `Bearer reject` is refused, no header is anonymous.
+struct TestAuth;
+
+impl AuthHook for TestAuth {
+    fn authenticate(&self, credentials: &Credentials) -> Result<Principal, String> {
+        match credentials.get("authorization").map(|v| v.strip_prefix("Bearer ").unwrap_or(v)) {
+            None => Ok(Principal::default()),
+            Some("reject") => Err("credentials refused".into()),
+            Some(name) => Ok(Principal { name: Some(name.to_owned()), roles: Vec::new() }),
+        }
+    }
+
+    fn authorize_call(&self, _: &Principal, _: &str, id: &str, _: &str) -> Result<(), String> {
+        if id == "secret" { Err("object secret is off limits".into()) } else { Ok(()) }
+    }
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    pub(crate) async fn start() -> Cluster {
         let clock: SharedClock = SystemClock::shared();
         let dir = tempfile::tempdir().unwrap();
         let mut voter_config = VoterConfig::new(1, dir.path().join("voter-1.redb"));
@@ -130,16 +152,25 @@ impl Cluster {
         // The gateway.
         let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let address = incoming.local_addr().unwrap().to_string();
+        let mut config = GatewayConfig::new("gw1", address.clone());
+        config.heartbeat_interval = Duration::from_millis(300);
         let gateway = Arc::new(
-            GatewayBuilder::new(
-                GatewayConfig::new("gw1", address.clone()),
-                coordinator(&clock),
-                clock,
-            )
-            .start()
-            .await
-            .unwrap(),
+            GatewayBuilder::new(config, coordinator(&clock), clock)
+                .auth(Arc::new(TestAuth))
+                .start()
+                .await
+                .unwrap(),
         );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = listener.local_addr().unwrap().to_string();
+        let (http_stop, http_signal) = oneshot::channel::<()>();
+        let routes = gateway.http_router();
+        let http_served = tokio::spawn(async move {
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async move { drop(http_signal.await) })
+                .await
+                .unwrap();
+        });
         let (gateway_stop, signal) = oneshot::channel::<()>();
         let serving = gateway.clone();
         let gateway_served = tokio::spawn(async move {
@@ -158,12 +189,14 @@ impl Cluster {
             node_server: (stop, served),
             gateway,
             gateway_server: (gateway_stop, gateway_served),
+            http_server: (http_stop, http_served),
             address,
+            http,
         }
     }
 
     /// A client on a connection of its own.
-    async fn client(&self) -> GateServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> GateServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.address))
             .unwrap()
             .connect()
@@ -172,7 +205,12 @@ impl Cluster {
         GateServiceClient::new(channel)
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
+        // Unready and refusing first: open push streams (gRPC and SSE) end, so the servers'
+        // graceful shutdowns do not wait for them.
+        self.gateway.stop_accepting();
+        let _ = self.http_server.0.send(());
+        self.http_server.1.await.unwrap();
         let _ = self.gateway_server.0.send(());
         self.gateway_server.1.await.unwrap();
         self.gateway.shutdown().await;
@@ -246,6 +284,24 @@ async fn the_gate_protocol_end_to_end() {
         ("lobby", "bob", "hi")
     );
 
+    // On a clustered node a client id of no live gateway is refused at once
+    // (UnknownGateway): the room drops that member and delivers to alice only.
+    let ghost = cluster.node.client().with_identity(verse::CallerIdentity {
+        client_id: Some("ghost/session".into()),
+        ..verse::CallerIdentity::default()
+    });
+    ghost.get::<ChatRoom>("lobby").join(JoinRequest { user: "ghost".into() }).await.unwrap();
+    let posted = cluster
+        .node
+        .client()
+        .get::<ChatRoom>("lobby")
+        .post(PostRequest { user: "bob".into(), text: "again".into() })
+        .await
+        .unwrap();
+    assert_eq!(posted.delivered, 1);
+    let pushed = next_item(&mut pushes).await;
+    assert_eq!(ChatMessage::decode(pushed.value.as_slice()).unwrap().text, "again");
+
     // Another connection cannot use alice's client id; anonymous calls work there.
     let mut mallory = cluster.client().await;
     let stolen = call(&client_id, "Counter", "c1", "Get", pack(&GetRequest {}));
@@ -304,10 +360,33 @@ async fn the_gate_protocol_end_to_end() {
     let response = alice.call_object(get).await.unwrap().into_inner().response.unwrap();
     assert_eq!(CounterResponse::decode(response.value.as_slice()).unwrap().value, 0);
 
+    // Request preprocessing refuses before routing: PERMISSION_DENIED with its message.
+    let secret = call("", "Counter", "secret", "Get", pack(&GetRequest {}));
+    let status = mallory.call_object(secret).await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::PermissionDenied, "object secret is off limits")
+    );
+    // Creating an existing object as another type fails; as the same type it is idempotent.
+    let mismatch = CreateObjectRequest { r#type: "ChatRoom".into(), id: "lobby2".into() };
+    alice.create_object(mismatch).await.unwrap();
+    let again = CreateObjectRequest { r#type: "ChatRoom".into(), id: "lobby2".into() };
+    alice.create_object(again).await.unwrap();
+    let other = CreateObjectRequest { r#type: "Counter".into(), id: "lobby2".into() };
+    assert_eq!(alice.create_object(other).await.unwrap_err().code(), Code::FailedPrecondition);
+
+    // The authentication hook refuses: UNAUTHENTICATED with its message.
+    let mut refused = tonic::Request::new(Empty {});
+    refused.metadata_mut().insert("authorization", "Bearer reject".parse().unwrap());
+    let status = mallory.register(refused).await.unwrap_err();
+    assert_eq!((status.code(), status.message()), (Code::Unauthenticated, "credentials refused"));
+
     // The gateway kept serving throughout; its session count saw alice.
     assert!(cluster.gateway.sessions() >= 1);
-    drop(pushes);
-    cluster.stop().await;
+    // Stopping ends the open push stream (graceful shutdown does not wait for it forever).
+    tokio::time::timeout(WITHIN, cluster.stop()).await.expect("stops with a Register stream open");
+    let ended = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut pushes)).await;
+    assert!(!matches!(ended, Ok(Some(Ok(_)))), "no more items after the stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,6 +424,12 @@ async fn a_session_resumes_with_its_last_sequence_number() {
     let id = RegisterResponse::decode(first.item.unwrap().value.as_slice()).unwrap().client_id;
     assert_eq!(id, client_id, "the same session");
     let two = next_item(&mut resumed).await;
+    // A second resume replaces the first stream, which ends.
+    let resume = ResumeRequest { client_id: client_id.clone(), last_seq: 2 };
+    let mut third = client.register_with_resume(resume).await.unwrap().into_inner();
+    assert_eq!(next_item(&mut third).await.seq, 0);
+    let ended = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut resumed)).await;
+    assert!(matches!(ended, Ok(None)), "the replaced stream ends: {ended:?}");
     assert_eq!(two.seq, 2, "the missed push is replayed");
     let message = ChatMessage::decode(two.item.unwrap().value.as_slice()).unwrap();
     assert_eq!(message.text, "two");
@@ -355,6 +440,6 @@ async fn a_session_resumes_with_its_last_sequence_number() {
     let first = next_item(&mut fresh).await;
     let id = RegisterResponse::decode(first.item.unwrap().value.as_slice()).unwrap().client_id;
     assert_ne!(id, client_id);
-    drop((resumed, fresh));
+    drop((resumed, third, fresh));
     cluster.stop().await;
 }

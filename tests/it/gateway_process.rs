@@ -1,7 +1,7 @@
 //! `verse gateway` as a process in a split deployment: a `verse node` process (embedded Raft
 //! voter, example objects) and a `verse gateway` process reaching the Raft group over gRPC; a
 //! client registers, calls the counter and gets a chat-room push through the gateway, which
-//! turns ready, and exits 0 on SIGTERM.
+//! exits 0 on SIGTERM while the client's push stream is still open.
 
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
@@ -198,7 +198,8 @@ async fn a_gateway_process_serves_a_node_process() {
     let pushed = tokio::time::timeout(BOUND, pushes.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(ChatMessage::decode(pushed.value.as_slice()).unwrap().text, "hello");
 
-    drop(pushes);
+    // The push stream stays open: SIGTERM still stops the gateway (the stream ends).
     assert!(gateway.terminate_and_wait(), "the gateway exits 0 on SIGTERM");
+    drop(pushes);
     assert!(node.terminate_and_wait(), "the node exits 0 on SIGTERM");
 }

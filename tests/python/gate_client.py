@@ -204,7 +204,10 @@ def main():
         pushed.wait_for(lambda: len(pushes) > 0, timeout=30)
         check(len(pushes) > 0, "no push arrived within 30 s")
         item = pushes[0]
-    check(item.type_url.startswith("type.googleapis.com/chat."), f"push type {item.type_url!r}")
+    check(item.type_url == "type.googleapis.com/chat.ChatMessage", f"push type {item.type_url!r}")
+    message = chat_pb2.ChatMessage()
+    check(item.Unpack(message), "the push does not unpack as chat.ChatMessage")
+    check(message.text == "hello from python" and message.room == room, f"push: {message}")
 
     # Reliable calls answer in-band.
     reliable = gate.ReliableCallObject(
@@ -216,12 +219,12 @@ def main():
             request=pack(counter_pb2.IncrementRequest(amount=1)),
         )
     )
+    # Reliable calls are not built yet: the documented answer is SKIPPED with the reason.
+    check(reliable.status == "SKIPPED", f"reliable-call status {reliable.status!r}")
     check(
-        reliable.status in ("SUCCESS", "FAILED", "SKIPPED", "PENDING", "UNKNOWN"),
-        f"reliable-call status {reliable.status!r}",
+        reliable.error == "reliable calls are not supported yet",
+        f"reliable-call error {reliable.error!r}",
     )
-    if reliable.status == "SKIPPED":
-        check(reliable.error != "", "a SKIPPED reliable call must say why")
 
     # Delete: succeeds, also for an absent object; the next call starts from 0.
     gate.DeleteObject(gate_pb2.DeleteObjectRequest(id=counter_id, type="Counter"))
