@@ -330,9 +330,10 @@ async fn start_voter(
     let seeds = peers.iter().filter(|(peer, _)| *peer != id).map(|(_, a)| a.clone()).collect();
     create_dir(&settings.data_dir)?;
     let config = VoterConfig::new(id, settings.data_dir.join(format!("raft-{id}.redb")));
+    let network = GrpcNetwork::new(seeds);
     let voter = RaftVoter::start_grpc(
         config,
-        &GrpcNetwork::new(seeds),
+        &network,
         clock.clone(),
         Arc::new(TokioBlockingExecutor),
     )
@@ -348,6 +349,8 @@ async fn start_voter(
         }
     });
     if init {
+        // Initialise only once every other voter has started (and passed its data check).
+        network.wait_for_seeds(LEADER_WAIT).await.context("waiting for the other Raft voters")?;
         let members = if peers.is_empty() { vec![(id, address.clone())] } else { peers.to_vec() };
         voter.initialize_with_addresses(&members).await.context("initialising the Raft group")?;
     }

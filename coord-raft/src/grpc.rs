@@ -257,6 +257,38 @@ impl GrpcNetwork {
     {
         GrpcNetwork { channels: Arc::new(Channels::new(config, connector)), seeds: Arc::new(seeds) }
     }
+
+    /// Waits until every seed voter answers (a voter serves only after its start-up check).
+    /// Call it before initialising a new group of voters started together: a fresh voter that
+    /// asked a seed for the membership after the group was initialised could not tell that it
+    /// never had data from having lost it, and would refuse to start
+    /// ([`crate::VoterError::DataMissing`]).
+    ///
+    /// Errors: `CoordError::Unavailable` naming the seeds still silent after `timeout`.
+    pub async fn wait_for_seeds(&self, timeout: std::time::Duration) -> Result<(), CoordError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut silent: Vec<&String> = self.seeds.iter().collect();
+        loop {
+            let mut still = Vec::new();
+            for seed in silent {
+                if self.channels.membership(seed).await.is_err() {
+                    still.push(seed);
+                }
+            }
+            if still.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let names: Vec<&str> = still.iter().map(|s| s.as_str()).collect();
+                return Err(CoordError::Unavailable(format!(
+                    "Raft voters {} did not answer within {timeout:?}",
+                    names.join(", ")
+                )));
+            }
+            silent = still;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn leader_address(to: &Target) -> Result<&str, CoordError> {
