@@ -484,6 +484,15 @@ fn apply(
             Vec::new()
         }
         Action::Restart(host) => {
+            if sim.is_host_running(host.as_str()) {
+                // Overlapping crash faults: restarting a running host crashes it first (found
+                // by seed 12, whose turn cut short by such a restart never ended).
+                if let Some(disk) = disks.get(&host) {
+                    disk.crash();
+                }
+                history.host_crashed(&host, now);
+                history.event(now, "harness", Event::Crash(host.clone()));
+            }
             sim.bounce(host.as_str());
             history.event(now, "harness", Event::Restart(host));
             Vec::new()

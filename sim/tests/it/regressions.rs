@@ -20,3 +20,10 @@ fn seed_1_forms_a_cluster_and_serves() {
 fn seed_101_starts_every_voter() {
     passes(101);
 }
+
+/// Found a harness bug: a restart of a host that a second crash fault had already restarted
+/// crashed it without ending its running turns (an S1 false alarm).
+#[test]
+fn seed_12_restarting_a_running_host_is_a_crash() {
+    passes(12);
+}
