@@ -7,7 +7,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     config.enable_type_names();
     config.type_name_domain(["."], "type.googleapis.com");
-    config.compile_protos(&["proto/counter.proto", "proto/greeter.proto"], &["proto"])?;
+    // JSON for `verse call` and the docs: protobuf JSON's lowerCamelCase names, absent fields
+    // default (the examples have no 64-bit or enum fields whose protobuf JSON differs).
+    config.type_attribute(
+        ".",
+        "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, rename_all = \"camelCase\")]",
+    );
+    config.compile_protos(
+        &["proto/counter.proto", "proto/greeter.proto", "proto/chat.proto"],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -94,6 +94,15 @@ pub struct NodeArgs {
     /// Longest a drain on SIGTERM waits for the shards to move away, in seconds [default: 120].
     #[arg(long, env = "VERSE_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<u64>,
+    /// Join a cluster that has other object-hosting nodes although this node's store is
+    /// node-local (memory or redb): state is lost whenever a shard moves.
+    #[arg(long, env = "VERSE_ALLOW_STATE_LOSS")]
+    pub allow_state_loss: bool,
+    /// Append every turn's interval (object, node, incarnation, epoch, start, end on
+    /// CLOCK_MONOTONIC) to this file, unbuffered: for the invariant checker of the process
+    /// tests.
+    #[arg(long, env = "VERSE_TURN_LOG")]
+    pub turn_log: Option<PathBuf>,
 }
 
 /// Which coordinator a node uses.
@@ -145,6 +154,8 @@ struct FileConfig {
     lease_ttl: Option<u64>,
     shards: Option<u32>,
     drain_timeout: Option<u64>,
+    allow_state_loss: Option<bool>,
+    turn_log: Option<PathBuf>,
 }
 
 /// How the node reaches its coordinator, resolved.
@@ -219,6 +230,10 @@ pub struct NodeSettings {
     pub shards: u32,
     /// Drain bound.
     pub drain_timeout: Duration,
+    /// Whether a node-local store may join a cluster with other object-hosting nodes.
+    pub allow_state_loss: bool,
+    /// Where turn intervals are logged, if anywhere.
+    pub turn_log: Option<PathBuf>,
 }
 
 impl NodeArgs {
@@ -313,6 +328,8 @@ impl NodeArgs {
             drain_timeout: Duration::from_secs(
                 self.drain_timeout.or(file.drain_timeout).unwrap_or(120),
             ),
+            allow_state_loss: self.allow_state_loss || file.allow_state_loss.unwrap_or(false),
+            turn_log: self.turn_log.or(file.turn_log),
         })
     }
 }
@@ -354,6 +371,8 @@ mod tests {
             lease_ttl = 3
             shards = 256
             store = "redb"
+            allow_state_loss = true
+            turn_log = "turns.log"
             "#,
         )
         .unwrap();
@@ -363,6 +382,8 @@ mod tests {
         assert_eq!(settings.node_id, "from-flag");
         assert_eq!(settings.shards, 64);
         assert_eq!(settings.lease_ttl, Duration::from_secs(3));
+        assert!(settings.allow_state_loss);
+        assert_eq!(settings.turn_log, Some(PathBuf::from("turns.log")));
         assert_eq!(settings.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(settings.ops_listen, DEFAULT_OPS_LISTEN.parse().unwrap());
         assert_eq!(

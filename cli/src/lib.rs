@@ -1,12 +1,18 @@
 //! The `verse` command line. `verse node` runs one cluster node hosting the example objects
-//! (`Counter`, `Greeter`) against etcd or the embedded Raft group, with an ops HTTP port; see
-//! `docs/OPERATIONS.md`.
+//! (`Counter`, `Greeter`, `ChatRoom`) against etcd or the embedded Raft group, with an ops HTTP
+//! port (`docs/OPERATIONS.md`); `verse coord` runs a Raft voter that hosts no objects; `verse
+//! dev` runs a development cluster with a gateway in one process; `verse call` calls an example
+//! object through a gateway with JSON.
 //!
 //! [`run`] is the whole program: the `verse` binary and the test shim in `verse-tests` call it.
 
+pub mod call;
 pub mod config;
+pub mod dev;
+pub mod gateway;
 pub mod node;
 pub mod ops;
+pub mod turnlog;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -24,7 +30,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Runs a cluster node until SIGTERM or SIGINT (then drains and exits 0).
-    Node(config::NodeArgs),
+    Node(Box<config::NodeArgs>),
+    /// Runs a development cluster in one process (Raft coordinator, node, gateway) until
+    /// SIGTERM or SIGINT.
+    Dev(dev::DevArgs),
+    /// Runs a gateway against etcd or the Raft group until SIGTERM or SIGINT.
+    Gateway(gateway::GatewayArgs),
+    /// Calls a method of an example object through a gateway, with JSON.
+    Call(call::CallArgs),
+    /// Runs an embedded Raft voter that hosts no objects (`--coordinator raft-voter` and its
+    /// `--raft-*` flags) until SIGTERM or SIGINT.
+    Coord(Box<config::NodeArgs>),
 }
 
 /// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the command.
@@ -40,13 +56,23 @@ pub fn run() -> anyhow::Result<()> {
             let settings = args.resolve()?;
             runtime.block_on(node::run(settings))
         }
+        Command::Dev(args) => runtime.block_on(dev::run(args)),
+        Command::Gateway(args) => {
+            let settings = args.resolve()?;
+            runtime.block_on(gateway::run(settings))
+        }
+        Command::Call(args) => runtime.block_on(call::run(args)),
+        Command::Coord(args) => {
+            let settings = args.resolve()?;
+            runtime.block_on(node::run_coord(settings))
+        }
     }
 }
 
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     // Another subscriber (a test harness) may already be set: keep it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

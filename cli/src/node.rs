@@ -32,6 +32,7 @@ use verse_core::{
     ClusterNode, ClusterOptions, Coordinator, MemoryStore, SharedClock, StateStore, SystemClock,
     TokioBlockingExecutor,
 };
+use verse_examples::chat::ChatRoom;
 use verse_examples::counter::Counter;
 use verse_examples::greeter::Greeter;
 use verse_store_postgres::{PostgresOptions, PostgresStore, SchemaName};
@@ -54,8 +55,8 @@ struct EmbeddedVoter {
     served: JoinHandle<()>,
 }
 
-/// Runs `verse node` until SIGTERM or SIGINT (then drains and returns `Ok`) or until the
-/// lease is lost (an error: the process must restart to register again).
+/// Runs `verse node` until SIGTERM or SIGINT (then drains and returns `Ok`). A lost lease is
+/// survived: the cluster runtime registers again as a new incarnation.
 pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -95,16 +96,22 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
         ..NodeConfig::default()
     };
     let counters = TypeOptions::default().persistence(PersistencePolicy::WriteThrough);
-    let node = Arc::new(
-        NodeBuilder::new(config)
-            .clustered()
-            .object_with::<Counter>(counters)
-            .object::<Greeter>()
-            .clock(clock.clone())
-            .store(store)
-            .start()
-            .context("building the node")?,
-    );
+    // One hub: objects push into it, gateways' push streams read from it.
+    let push_hub = verse_transport::PushHub::default();
+    let mut builder = NodeBuilder::new(config)
+        .clustered()
+        .object_with::<Counter>(counters)
+        .object::<Greeter>()
+        .object::<ChatRoom>()
+        .push_sink(Arc::new(push_hub.clone()))
+        .clock(clock.clone())
+        .store(store);
+    let turn_log_cluster: Arc<OnceLock<Arc<ClusterNode>>> = Arc::default();
+    if let Some(path) = &settings.turn_log {
+        let log = crate::turnlog::TurnLog::open(path, turn_log_cluster.clone())?;
+        builder = builder.turn_observer(Arc::new(log));
+    }
+    let node = Arc::new(builder.start().context("building the node")?);
 
     let incoming = verse_transport::TcpIncoming::bind(settings.listen)
         .await
@@ -112,17 +119,19 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let bound = incoming.local_addr()?;
     let advertise = settings.advertise.clone().unwrap_or_else(|| bound.to_string());
     let server_stop = CancellationToken::new();
-    let server = verse_transport::NodeServer::new(node.clone());
+    let server = verse_transport::NodeServer::new(node.clone()).with_push_hub(push_hub);
     let server_served = tokio::spawn(server.serve(incoming, server_stop.clone().cancelled_owned()));
 
     let transport = Arc::new(verse_transport::NodeClient::new(clock.clone()));
     let mut options = ClusterOptions::new(advertise.clone());
     options.drain_timeout = settings.drain_timeout;
+    options.allow_state_loss = settings.allow_state_loss;
     let cluster = Arc::new(
         ClusterNode::start(node.clone(), coordinator.clone(), transport, options)
             .await
             .context("joining the cluster")?,
     );
+    let _ = turn_log_cluster.set(cluster.clone());
     let _ = joined.set((cluster.clone(), coordinator.clone()));
     tracing::info!(
         node_id = %settings.node_id,
@@ -169,6 +178,57 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     outcome
 }
 
+/// Runs `verse coord`: an embedded Raft voter hosting no objects (so killing the Raft leader
+/// moves no shard), until SIGTERM or SIGINT. Logs one `ready to serve` line with its
+/// `raft_address`, and a `Raft leader` line whenever the leader it knows of changes.
+pub async fn run_coord(settings: NodeSettings) -> anyhow::Result<()> {
+    let CoordinatorSettings::RaftVoter { id, peers, listen, advertise, init } =
+        &settings.coordinator
+    else {
+        anyhow::bail!("verse coord needs --coordinator raft-voter");
+    };
+    let clock: SharedClock = SystemClock::shared();
+    let voter =
+        start_voter(&settings, *id, peers, *listen, advertise.clone(), *init, &clock).await?;
+    tracing::info!(raft_id = id, raft_address = %voter.address, "ready to serve (coordinator)");
+    let follow = tokio::spawn({
+        let (voter, stop) = (voter.voter.clone(), voter.stop.clone());
+        async move {
+            let mut known = None;
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let leader = voter.current_leader();
+                if leader != known {
+                    known = leader;
+                    tracing::info!(leader = leader.unwrap_or(0), "Raft leader");
+                }
+            }
+        }
+    });
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM"),
+        _ = interrupt.recv() => tracing::info!("SIGINT"),
+    }
+    voter.stop.cancel();
+    if let Err(error) = follow.await {
+        tracing::warn!(%error, "leader follower task failed");
+    }
+    if let Err(error) = voter.served.await {
+        tracing::warn!(%error, "Raft server task failed");
+    }
+    voter.voter.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// The readiness check of the ops port (module docs).
 fn readiness(stopping: Arc<AtomicBool>, joined: Joined, clock: SharedClock) -> ops::ReadyCheck {
     Arc::new(move || {
@@ -192,13 +252,15 @@ fn readiness(stopping: Arc<AtomicBool>, joined: Joined, clock: SharedClock) -> o
     })
 }
 
-/// Waits for SIGTERM or SIGINT (`Ok`) or a lost lease (`Err`).
+/// Waits for SIGTERM or SIGINT. A lost lease does not stop the process: the cluster runtime
+/// discards everything and registers again as a new incarnation (logged here too).
 async fn wait_for_stop(cluster: &ClusterNode) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut poll = tokio::time::interval(Duration::from_millis(500));
+    let mut lost = false;
     loop {
         tokio::select! {
             _ = terminate.recv() => {
@@ -210,9 +272,11 @@ async fn wait_for_stop(cluster: &ClusterNode) -> anyhow::Result<()> {
                 return Ok(());
             }
             _ = poll.tick() => {
-                if cluster.lease_lost() {
-                    anyhow::bail!("the lease was lost; restart the node to register again");
+                let now_lost = cluster.lease_lost();
+                if now_lost && !lost {
+                    tracing::warn!("the lease is lost; registering again as a new incarnation");
                 }
+                lost = now_lost;
             }
         }
     }

@@ -450,20 +450,25 @@ impl RemoteAccess {
         }
     }
 
+    /// The voter to call: `current` counts failures (it only grows), the voter is
+    /// `current % voters`. Returns the counter as read, for [`RemoteAccess::failed`].
     fn voter(&self) -> Result<(usize, &str), CoordError> {
         if self.voters.is_empty() {
             return Err(CoordError::Unavailable("no coordinator voter configured".into()));
         }
-        let index = self.current.load(Ordering::Relaxed) % self.voters.len();
-        Ok((index, &self.voters[index]))
+        let turn = self.current.load(Ordering::Relaxed);
+        Ok((turn, &self.voters[turn % self.voters.len()]))
     }
 
-    /// After a failure to reach `index`, the next call tries the next voter.
-    fn failed<T>(&self, index: usize, result: Result<T, CoordError>) -> Result<T, CoordError> {
+    /// After a failure of the call made at counter value `turn`, the next call tries the next
+    /// voter (once per failed voter: concurrent failures of the same one move on once). The
+    /// compare is on the counter itself, not on the voter index, so it keeps rotating after
+    /// wrapping around the list.
+    fn failed<T>(&self, turn: usize, result: Result<T, CoordError>) -> Result<T, CoordError> {
         if matches!(result, Err(CoordError::Unavailable(_))) {
             let _ = self.current.compare_exchange(
-                index,
-                index + 1,
+                turn,
+                turn.wrapping_add(1),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             );
@@ -493,5 +498,30 @@ impl RaftAccess for RemoteAccess {
         let (index, address) = self.voter()?;
         let result = self.channels.watch(address, from).await;
         self.failed(index, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn remote_access_keeps_rotating_past_the_end_of_the_voter_list() {
+        let access = RemoteAccess::new(vec!["a:1".into(), "b:1".into(), "c:1".into()]);
+        let unavailable = || Err::<(), _>(CoordError::Unavailable("refused".into()));
+        let mut seen = Vec::new();
+        for _ in 0..7 {
+            let (turn, address) = access.voter().expect("voters configured");
+            seen.push(address.to_owned());
+            let _ = access.failed(turn, unavailable());
+            // A second failure reported for the same turn (a concurrent call) moves on once.
+            let _ = access.failed(turn, unavailable());
+        }
+        assert_eq!(seen, ["a:1", "b:1", "c:1", "a:1", "b:1", "c:1", "a:1"]);
+        // Success or other errors stay on the current voter.
+        let (turn, address) = access.voter().expect("voters configured");
+        let _ = access.failed(turn, Ok(()));
+        let _ = access.failed(turn, Err::<(), _>(CoordError::NotRegistered));
+        assert_eq!(access.voter().expect("voters configured").1, address);
     }
 }

@@ -148,6 +148,11 @@ impl std::fmt::Debug for RaftVoter {
     }
 }
 
+/// How long a membership change waits, each time, for an uncommitted one before it, and how
+/// many times (10 s in all).
+const MEMBERSHIP_WAIT: Duration = Duration::from_millis(20);
+const MEMBERSHIP_WAITS: u32 = 500;
+
 fn unavailable(context: &str, error: impl std::fmt::Display) -> CoordError {
     CoordError::Unavailable(format!("{context}: {error}"))
 }
@@ -388,6 +393,7 @@ impl VoterInner {
         command: Command,
         forwards: u8,
     ) -> Result<Reply, CoordError> {
+        self.check_quorum()?;
         let proposal = Proposal { stamp: self.stamp(), command };
         match self.raft.client_write(proposal.clone()).await {
             Ok(response) => response.data.map_err(CoordError::from),
@@ -399,6 +405,27 @@ impl VoterInner {
                 self.peers.propose(self.id, to, proposal.command, forwards + 1).await
             }
             Err(error) => Err(unavailable("propose", error)),
+        }
+    }
+
+    /// Refuses a write at once on a leader that has not heard from a quorum of voters for
+    /// longer than twice the maximum election timeout: the write could not commit until a
+    /// majority is reachable again (it would only wait for the caller's timeout), and failing
+    /// before it is appended keeps its outcome certain.
+    fn check_quorum(&self) -> Result<(), CoordError> {
+        let bound = self.config.election_timeout_max * 2;
+        let metrics = self.metrics.borrow();
+        let silent = metrics.millis_since_quorum_ack.map(Duration::from_millis);
+        match silent {
+            Some(silent) if metrics.state.is_leader() && silent > bound => Err(unavailable(
+                "propose",
+                format!(
+                    "the Raft leader has not reached a majority of voters for {} ms; writes are \
+                     blocked until a majority is reachable",
+                    silent.as_millis()
+                ),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -425,16 +452,32 @@ impl VoterInner {
         change: MembershipChange,
         forwards: u8,
     ) -> Result<(), MembershipError> {
-        let result = match &change {
-            MembershipChange::AddLearner { id, address } => {
-                self.raft.add_learner(*id, BasicNode::new(address), true).await.map(|_| ())
+        // One membership change at a time: a change asked for while another (the group's
+        // initial membership included) is still uncommitted waits for it, within a bound.
+        let mut waits = 0;
+        let result = loop {
+            let result = match &change {
+                MembershipChange::AddLearner { id, address } => {
+                    self.raft.add_learner(*id, BasicNode::new(address), true).await.map(|_| ())
+                }
+                MembershipChange::Promote(ids) => self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
+                    .await
+                    .map(|_| ()),
+                MembershipChange::Remove(ids) => self.remove_members(ids).await,
+            };
+            let in_progress = matches!(
+                &result,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    openraft::error::ChangeMembershipError::InProgress(_)
+                )))
+            );
+            if !in_progress || waits >= MEMBERSHIP_WAITS {
+                break result;
             }
-            MembershipChange::Promote(ids) => self
-                .raft
-                .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
-                .await
-                .map(|_| ()),
-            MembershipChange::Remove(ids) => self.remove_members(ids).await,
+            waits += 1;
+            tokio::time::sleep(MEMBERSHIP_WAIT).await;
         };
         match result {
             Ok(()) => Ok(()),

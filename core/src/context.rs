@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::clock::MonoTime;
 use crate::error::CallError;
-use crate::object::Object;
+use crate::object::{EncodedMessage, Object};
+use crate::push::PushError;
 use crate::reference::{Caller, RawRef};
 use crate::runtime::activation::ActivationShared;
 use crate::runtime::{Client, NodeShared, TimerHandle};
@@ -201,6 +202,56 @@ impl CallContext {
         crate::executor::run_blocking(&*self.node.executor, work)
             .await
             .map_err(|_| CallError::ShuttingDown)
+    }
+
+    /// Pushes `message` (packed as `Any` with its `type.googleapis.com` URL) to the client
+    /// session `client_id` (`<gateway-id>/<session>`, e.g. the caller's
+    /// [`CallerIdentity::client_id`]). Returns at once: the message is queued for the stream the
+    /// gateway keeps with this node, or buffered briefly while that stream is not open yet.
+    /// Delivery is at most once (see [`crate::push`]).
+    ///
+    /// Errors: [`PushError::InvalidClientId`], [`PushError::UnknownGateway`] (no live gateway
+    /// of that id), [`PushError::Full`], [`PushError::NoSink`], [`PushError::Closed`].
+    pub fn push<M: prost::Message + prost::Name>(
+        &self,
+        client_id: &str,
+        message: &M,
+    ) -> Result<(), PushError> {
+        self.push_encoded(client_id, EncodedMessage::pack(message))
+    }
+
+    /// [`CallContext::push`] with an already packed message.
+    pub fn push_encoded(&self, client_id: &str, message: EncodedMessage) -> Result<(), PushError> {
+        self.node.push(self.object_type(), self.id(), Some(client_id), message).map(|_| ())
+    }
+
+    /// Pushes `message` to each of `client_ids`; returns the ids that failed with their
+    /// errors (empty: every push was queued). The message is encoded once.
+    pub fn push_many<'a, M: prost::Message + prost::Name>(
+        &self,
+        client_ids: impl IntoIterator<Item = &'a str>,
+        message: &M,
+    ) -> Vec<(String, PushError)> {
+        let encoded = EncodedMessage::pack(message);
+        client_ids
+            .into_iter()
+            .filter_map(|client_id| {
+                self.push_encoded(client_id, encoded.clone())
+                    .err()
+                    .map(|error| (client_id.to_owned(), error))
+            })
+            .collect()
+    }
+
+    /// Pushes `message` to every session of every gateway with a stream open to this node;
+    /// returns how many gateways accepted it.
+    ///
+    /// Errors: [`PushError::NoSink`].
+    pub fn broadcast<M: prost::Message + prost::Name>(
+        &self,
+        message: &M,
+    ) -> Result<usize, PushError> {
+        self.node.push(self.object_type(), self.id(), None, EncodedMessage::pack(message))
     }
 
     /// Starts a timer: every `period`, a turn runs `method` (wire name) with a

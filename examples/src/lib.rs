@@ -2,7 +2,10 @@
 //!
 //! [`counter::Counter`] is the counter of GoVerse's counter sample: object type `Counter`,
 //! methods `Increment`, `Decrement`, `Get` and `Reset`, each answering `CounterResponse`.
+//! [`chat::ChatRoom`] (type `ChatRoom`, package `chat`) pushes posted messages to its members'
+//! client sessions.
 
+pub mod chat;
 pub mod counter;
 pub mod greeter;
 
@@ -13,8 +16,98 @@ pub mod proto {
     pub mod counter {
         include!(concat!(env!("OUT_DIR"), "/counter.rs"));
     }
+    /// Package `chat`.
+    pub mod chat {
+        include!(concat!(env!("OUT_DIR"), "/chat.rs"));
+    }
     /// Package `greeter`.
     pub mod greeter {
         include!(concat!(env!("OUT_DIR"), "/greeter.rs"));
+    }
+}
+
+/// JSON for the example messages (`verse call`): converts between protobuf JSON and packed
+/// messages by full message name.
+pub mod json {
+    use prost::{Message, Name};
+    use verse::EncodedMessage;
+
+    /// Why a conversion failed.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct JsonError(pub String);
+
+    impl std::fmt::Display for JsonError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for JsonError {}
+
+    fn encode<M>(json: &str) -> Result<EncodedMessage, JsonError>
+    where
+        M: Message + Name + serde::de::DeserializeOwned,
+    {
+        let message: M = serde_json::from_str(json)
+            .map_err(|e| JsonError(format!("invalid JSON for {}: {e}", M::full_name())))?;
+        Ok(EncodedMessage::pack(&message))
+    }
+
+    fn decode<M>(bytes: &[u8]) -> Result<String, JsonError>
+    where
+        M: Message + Name + Default + serde::Serialize,
+    {
+        let message = M::decode(bytes)
+            .map_err(|e| JsonError(format!("cannot decode {}: {e}", M::full_name())))?;
+        serde_json::to_string(&message).map_err(|e| JsonError(e.to_string()))
+    }
+
+    macro_rules! registry {
+        ($($ty:ty),* $(,)?) => {
+            /// Packs `json` as the message named `full_name` (e.g. `counter.IncrementRequest`).
+            pub fn to_message(full_name: &str, json: &str) -> Result<EncodedMessage, JsonError> {
+                $( if full_name == <$ty>::full_name() { return encode::<$ty>(json); } )*
+                Err(JsonError(format!("unknown message {full_name}")))
+            }
+
+            /// The JSON of a packed message (by its type URL's full name).
+            pub fn from_message(type_url: &str, bytes: &[u8]) -> Result<String, JsonError> {
+                let full_name = type_url.rsplit('/').next().unwrap_or(type_url);
+                $( if full_name == <$ty>::full_name() { return decode::<$ty>(bytes); } )*
+                Err(JsonError(format!("unknown message {full_name}")))
+            }
+        };
+    }
+
+    use crate::proto::{chat, counter, greeter};
+    registry!(
+        counter::IncrementRequest,
+        counter::DecrementRequest,
+        counter::GetRequest,
+        counter::ResetRequest,
+        counter::CounterResponse,
+        greeter::HelloRequest,
+        greeter::HelloReply,
+        chat::JoinRequest,
+        chat::JoinResponse,
+        chat::LeaveRequest,
+        chat::LeaveResponse,
+        chat::PostRequest,
+        chat::PostResponse,
+        chat::ListRequest,
+        chat::ListResponse,
+        chat::ChatMessage,
+    );
+
+    /// The request message of `method` of example type `object_type` (full name).
+    pub fn request_type(object_type: &str, method: &str) -> Option<&'static str> {
+        use verse::Object;
+        let methods = match object_type {
+            "Counter" => crate::counter::Counter::methods(),
+            "Greeter" => crate::greeter::Greeter::methods(),
+            "ChatRoom" => crate::chat::ChatRoom::methods(),
+            _ => return None,
+        };
+        methods.iter().find(|m| m.name == method).map(|m| m.request_type.as_str())
     }
 }

@@ -22,7 +22,7 @@ use verse_coord_raft::{ClientOptions, LocalRouter, RaftCoordinator, RaftVoter, V
 use verse_core::coordinator::Coordinator;
 use verse_core::store::DEFAULT_TOMBSTONE_RETENTION;
 use verse_core::{
-    ClusterNode, ClusterOptions, MemoryStore, SharedClock, StateStore, SystemClock,
+    ClusterError, ClusterNode, ClusterOptions, MemoryStore, SharedClock, StateStore, SystemClock,
     TokioBlockingExecutor,
 };
 use verse_examples::counter::Counter;
@@ -44,6 +44,16 @@ struct TestNode {
 
 impl TestNode {
     async fn start(id: &str, voter: &Arc<RaftVoter>, store: &Arc<dyn StateStore>) -> TestNode {
+        Self::start_with(id, voter, store, false).await.unwrap()
+    }
+
+    /// Starts a node; `allow_state_loss` as in [`ClusterOptions`].
+    async fn start_with(
+        id: &str,
+        voter: &Arc<RaftVoter>,
+        store: &Arc<dyn StateStore>,
+        allow_state_loss: bool,
+    ) -> Result<TestNode, ClusterError> {
         let clock: SharedClock = SystemClock::shared();
         let config =
             NodeConfig { node_id: id.into(), shard_count: SHARDS, ..NodeConfig::default() };
@@ -80,9 +90,18 @@ impl TestNode {
         options.evaluate_interval = Duration::from_millis(200);
         options.handoff_timeout = Duration::from_secs(5);
         options.drain_timeout = Duration::from_secs(20);
-        let cluster =
-            ClusterNode::start(node.clone(), coordinator, transport, options).await.unwrap();
-        TestNode { id: id.into(), node, cluster, server: Some((stop, served)) }
+        options.allow_state_loss = allow_state_loss;
+        let cluster = match ClusterNode::start(node.clone(), coordinator, transport, options).await
+        {
+            Ok(cluster) => cluster,
+            Err(error) => {
+                let _ = stop.send(());
+                served.await.unwrap();
+                node.shutdown().await;
+                return Err(error);
+            }
+        };
+        Ok(TestNode { id: id.into(), node, cluster, server: Some((stop, served)) })
     }
 
     /// Leaves: cluster runtime, then the server (graceful), then the node.
@@ -207,11 +226,10 @@ async fn check_values(node: &Node, ids: &[String], acked: &[AtomicI64]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
-    let dir = tempfile::tempdir().unwrap();
+/// A one-voter embedded Raft group in `dir`.
+async fn single_voter(dir: &std::path::Path) -> Arc<RaftVoter> {
     let router = LocalRouter::new();
-    let mut voter_config = VoterConfig::new(1, dir.path().join("voter-1.redb"));
+    let mut voter_config = VoterConfig::new(1, dir.join("voter-1.redb"));
     voter_config.heartbeat_interval = Duration::from_millis(30);
     voter_config.election_timeout_min = Duration::from_millis(150);
     voter_config.election_timeout_max = Duration::from_millis(300);
@@ -227,6 +245,13 @@ async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call()
     );
     voter.initialize(&[1]).await.unwrap();
     voter.wait_for_leader(Duration::from_secs(10)).await.unwrap();
+    voter
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let voter = single_voter(dir.path()).await;
     let observer =
         RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
     let store: Arc<dyn StateStore> =
@@ -255,6 +280,21 @@ async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call()
         assert_eq!(active.len(), 1, "{id} is active on {active:?}");
     }
     check_values(&nodes[1].node, &ids, &acked).await;
+    // Objects pinned to a node (`<node-id>/…`) are reached from every node and live there
+    // only.
+    for test_node in &nodes {
+        let client = test_node.node.client().with_timeout(CALL_DEADLINE);
+        client
+            .get::<Counter>("node-3/pinned")
+            .increment(IncrementRequest { amount: 1 })
+            .await
+            .unwrap();
+    }
+    let pinned = nodes[0].node.client().with_timeout(CALL_DEADLINE).get::<Counter>("node-3/pinned");
+    assert_eq!(pinned.get(GetRequest {}).await.unwrap().value, 3);
+    let active: Vec<&str> =
+        nodes.iter().filter(|n| n.node.is_active("node-3/pinned")).map(|n| n.id.as_str()).collect();
+    assert_eq!(active, ["node-3"]);
 
     // (b) A fourth node joins under load.
     let callers: Vec<Arc<Node>> = nodes.iter().map(|n| n.node.clone()).collect();
@@ -299,5 +339,31 @@ async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call()
     for test_node in nodes {
         test_node.stop().await;
     }
+    voter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let voter = single_voter(dir.path()).await;
+    let local = || -> Arc<dyn StateStore> {
+        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, true))
+    };
+    // Alone, a node-local store is fine (`verse dev`-like).
+    let first = TestNode::start_with("node-1", &voter, &local(), false).await.unwrap();
+    // A second node with a node-local store refuses, naming the other node.
+    let refused = TestNode::start_with("node-2", &voter, &local(), false).await;
+    let Err(error) = refused else { panic!("node-2 joined with a node-local store") };
+    assert_eq!(error, ClusterError::NodeLocalStore { other: "node-1".into() });
+    assert!(error.to_string().contains("allow_state_loss"), "{error}");
+    // It left no member record behind; told to accept the loss, it joins.
+    let observer =
+        RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
+    let members = observer.snapshot().await.unwrap().members;
+    assert!(!members.keys().any(|m| m.as_str() == "node-2"), "{members:?}");
+    let second = TestNode::start_with("node-2", &voter, &local(), true).await.unwrap();
+    assert!(second.cluster.me().incarnation.0 > 0);
+    second.stop().await;
+    first.stop().await;
     voter.shutdown().await;
 }

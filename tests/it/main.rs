@@ -1,6 +1,13 @@
 //! Verse's cross-crate integration tests: one binary, one module per concern.
 
+mod chat_example;
 mod cluster;
 mod counter_example;
 mod dependency_rules;
+mod dev_process;
+mod gateway;
+mod gateway_process;
 mod node_process;
+mod python_client;
+mod scenarios;
+mod support;

@@ -11,265 +11,42 @@
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use verse::EncodedMessage;
-use verse_core::{CallError, SystemClock};
+use verse_core::CallError;
 use verse_examples::proto::counter::{CounterResponse, GetRequest, IncrementRequest};
 use verse_examples::proto::greeter::{HelloReply, HelloRequest};
-use verse_store_postgres::fixture::{PostgresServer, SUPERUSER, TEST_DATABASE};
-use verse_transport::{NodeClient, OutgoingCall};
+
+use crate::support::process::{
+    Caller, NodeProcess, NodeSpec, counter_ids, http_get, postgres_store, wait_ready,
+};
 
 const SHARDS: u32 = 64;
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
-const START_BOUND: Duration = Duration::from_secs(60);
-const READY_BOUND: Duration = Duration::from_secs(30);
 const EXIT_BOUND: Duration = Duration::from_secs(45);
-
-/// One `verse node` child process; killed on drop unless it already exited.
-struct NodeProcess {
-    id: String,
-    child: Child,
-    fields: BTreeMap<String, String>,
-}
-
-impl NodeProcess {
-    fn start(id: &str, data_dir: &Path, coordinator: &[&str], postgres: &(String, String)) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_verse-under-test"));
-        command
-            .args(["node", "--node-id", id, "--listen", "127.0.0.1:0", "--ops-listen"])
-            .args(["127.0.0.1:0", "--shards", &SHARDS.to_string(), "--lease-ttl", "3"])
-            .args(["--drain-timeout", "30", "--store", "postgres", "--postgres-url"])
-            .args([postgres.0.as_str(), "--postgres-schema", postgres.1.as_str()])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(coordinator)
-            .env("RUST_LOG", "info")
-            .env_remove("VERSE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = command.spawn().expect("spawn verse-under-test");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut process = NodeProcess { id: id.to_owned(), child, fields: BTreeMap::new() };
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let name = id.to_owned();
-        // Forwards the child's log to the test's stderr (keeping the pipe drained) and hands
-        // over the ready line's fields.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[{name}] {line}");
-                if line.contains("ready to serve") {
-                    let _ = ready_tx.send(parse_fields(&line));
-                }
-            }
-        });
-        match ready_rx.recv_timeout(START_BOUND) {
-            Ok(fields) => process.fields = fields,
-            Err(_) => panic!("{id} printed no ready line within {START_BOUND:?}"),
-        }
-        process
-    }
-
-    fn field(&self, name: &str) -> &str {
-        self.fields
-            .get(name)
-            .unwrap_or_else(|| panic!("{}: no {name} in {:?}", self.id, self.fields))
-    }
-
-    fn node_address(&self) -> String {
-        self.field("node_address").to_owned()
-    }
-
-    fn ops_address(&self) -> String {
-        self.field("ops_address").to_owned()
-    }
-
-    fn terminate(&self) {
-        // SAFETY: sends a signal to our own child by its pid; no memory is involved.
-        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        assert_eq!(sent, 0, "SIGTERM to {}", self.id);
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(started.elapsed() < within, "{} did not exit within {within:?}", self.id);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// `key=value` fields of a tracing fmt line.
-fn parse_fields(line: &str) -> BTreeMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|word| word.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.trim_matches('"').to_owned()))
-        .collect()
-}
-
-/// The HTTP status code of `GET path` on `address` (None if it cannot connect).
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((code, body))
-}
-
-async fn wait_ready(process: &NodeProcess) {
-    let address = process.ops_address();
-    let started = Instant::now();
-    loop {
-        let answer = tokio::task::spawn_blocking({
-            let address = address.clone();
-            move || http_get(&address, "/readyz")
-        })
-        .await
-        .unwrap();
-        if matches!(answer, Some((200, _))) {
-            return;
-        }
-        assert!(
-            started.elapsed() < READY_BOUND,
-            "{} not ready within {READY_BOUND:?}: {answer:?}",
-            process.id
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The cluster as a caller sees it: node id → node-protocol address.
-struct Caller {
-    client: NodeClient,
-    addresses: BTreeMap<String, String>,
-}
-
-impl Caller {
-    /// Calls `method` of `object_type` `id` through node `via`, following `NotServed` hints
-    /// and resending what provably did not start, until the deadline.
-    async fn call<M: prost::Message + prost::Name, R: prost::Message + prost::Name + Default>(
-        &self,
-        via: &str,
-        object_type: &str,
-        id: &str,
-        method: &str,
-        request: &M,
-    ) -> Result<R, CallError> {
-        self.call_with(via, true, object_type, id, method, request).await
-    }
-
-    /// [`Caller::call`]; with `follow` false, a `NotServed` answer is returned as is.
-    async fn call_with<
-        M: prost::Message + prost::Name,
-        R: prost::Message + prost::Name + Default,
-    >(
-        &self,
-        via: &str,
-        follow: bool,
-        object_type: &str,
-        id: &str,
-        method: &str,
-        request: &M,
-    ) -> Result<R, CallError> {
-        let deadline = SystemClock::shared().now() + CALL_DEADLINE;
-        let mut node = via.to_owned();
-        loop {
-            let call = OutgoingCall {
-                object_type: object_type.into(),
-                id: id.into(),
-                method: method.into(),
-                request: EncodedMessage::pack(request),
-                deadline,
-                chain: Vec::new(),
-                identity: None,
-                call_id: None,
-                one_way: false,
-            };
-            match self.client.call(&self.addresses[&node], call).await {
-                Ok(answer) => return Ok(answer.unpack::<R>().expect("decode the answer")),
-                Err(error @ CallError::NotServed { .. }) if !follow => return Err(error),
-                Err(error) if error.provably_not_started() => {
-                    if let CallError::NotServed { hint: Some(hint), .. } = &error
-                        && self.addresses.contains_key(hint)
-                    {
-                        node = hint.clone();
-                    } else {
-                        node = via.to_owned();
-                    }
-                    if SystemClock::shared().now() >= deadline {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
-    /// Node `via`'s activations of `object_type`.
-    async fn activations(&self, via: &str, object_type: &str) -> BTreeSet<String> {
-        let (listed, truncated) =
-            self.client.list_activations(&self.addresses[via], 10_000).await.unwrap();
-        assert!(!truncated);
-        listed.into_iter().filter(|(t, _)| t == object_type).map(|(_, id)| id).collect()
-    }
-}
-
-/// One counter id per shard.
-fn counter_ids() -> Vec<String> {
-    let mut by_shard = BTreeMap::new();
-    for i in 0.. {
-        let id = format!("counter-{i}");
-        by_shard.entry(verse_core::shard::hash_shard(&id, SHARDS).0).or_insert(id);
-        if by_shard.len() == SHARDS as usize {
-            break;
-        }
-    }
-    by_shard.into_values().collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_processes_serve_every_object_and_one_drains_on_sigterm() {
     let started = Instant::now();
-    let postgres = PostgresServer::shared();
-    let url =
-        format!("host=127.0.0.1 port={} user={SUPERUSER} dbname={TEST_DATABASE}", postgres.port());
-    let store = (url, postgres.unique_schema("node_process").as_str().to_owned());
+    let store = postgres_store("node_process");
     let dir = tempfile::tempdir().unwrap();
 
     let voter_args =
         ["--coordinator", "raft-voter", "--raft-id", "1", "--raft-listen", "127.0.0.1:0"];
     let mut voter_args: Vec<&str> = voter_args.to_vec();
     voter_args.push("--raft-init");
-    let first = NodeProcess::start("node-1", &dir.path().join("node-1"), &voter_args, &store);
+    let spec = |id: &str, args: &[&str]| {
+        let mut spec = NodeSpec::new(id, dir.path().join(id), args, &store);
+        spec.shards = SHARDS;
+        spec
+    };
+    let first = NodeProcess::start(&spec("node-1", &voter_args));
     let raft_address = first.field("raft_address").to_owned();
     let member_args = ["--coordinator", "raft", "--raft-endpoints", raft_address.as_str()];
     let mut nodes = vec![first];
     for id in ["node-2", "node-3"] {
-        nodes.push(NodeProcess::start(id, &dir.path().join(id), &member_args, &store));
+        nodes.push(NodeProcess::start(&spec(id, &member_args)));
     }
 
     // (a) Ops endpoints.
@@ -286,11 +63,8 @@ async fn three_node_processes_serve_every_object_and_one_drains_on_sigterm() {
     }
     eprintln!("three nodes ready after {:?}", started.elapsed());
 
-    let caller = Caller {
-        client: NodeClient::new(SystemClock::shared()),
-        addresses: nodes.iter().map(|n| (n.id.clone(), n.node_address())).collect(),
-    };
-    let ids = counter_ids();
+    let caller = Caller::new(&nodes.iter().collect::<Vec<_>>(), CALL_DEADLINE);
+    let ids = counter_ids(SHARDS);
 
     // (b) Every counter through every node.
     let mut acknowledged: BTreeMap<&str, u32> = BTreeMap::new();
@@ -348,10 +122,7 @@ async fn three_node_processes_serve_every_object_and_one_drains_on_sigterm() {
     let status = leaving.wait_exit(EXIT_BOUND);
     eprintln!("node-3 exited {status} after {:?}", sigterm.elapsed());
     assert!(status.success(), "node-3 exited with {status}");
-    let caller = Caller {
-        client: NodeClient::new(SystemClock::shared()),
-        addresses: nodes.iter().map(|n| (n.id.clone(), n.node_address())).collect(),
-    };
+    caller.remove(&leaving.id);
     for node in &nodes {
         for id in &ids {
             let _: CounterResponse = caller

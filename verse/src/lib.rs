@@ -34,7 +34,8 @@ pub use verse_core::{
     EncodedMessage, Epoch, MethodError, MethodInfo, Node, NodeBuilder, NodeConfig, Object,
     ObjectRef, Payload, PersistencePolicy, RawRef, Tick, TimerHandle, TypeOptions,
 };
-pub use verse_core::{clock, executor, rng, shard, store};
+pub use verse_core::{PushError, PushMessage, PushSink};
+pub use verse_core::{clock, executor, push, rng, shard, store};
 pub use verse_macros::object;
 
 /// Running a node in a cluster: the cluster runtime, the coordinator it joins through and the
@@ -51,7 +52,7 @@ pub mod cluster {
 pub mod prelude {
     pub use crate::{
         ActivationPolicy, CallContext, CallError, Client, MethodError, Node, NodeBuilder,
-        NodeConfig, ObjectRef, PersistencePolicy, Tick, TypeOptions,
+        NodeConfig, ObjectRef, PersistencePolicy, PushError, Tick, TypeOptions,
     };
 }
 

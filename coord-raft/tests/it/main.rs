@@ -8,5 +8,6 @@ mod compaction;
 mod conformance;
 mod failover;
 mod fixture;
+mod majority_loss;
 mod membership;
 mod restart;

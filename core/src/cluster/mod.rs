@@ -20,9 +20,13 @@
 //! claims again, epoch + 1, even shards naming its node id) and runs the three parts again,
 //! so the node serves again once the coordinator is back. [`ClusterNode::is_ready`] is the
 //! node's readiness: registered, lease Proven, watch current.
+//!
+//! A member that hosts no objects (a gateway) routes with a [`Router`]: the same route choice,
+//! retry rule and backoff over a view it publishes itself.
 
 mod driver;
 mod leader;
+mod router;
 pub(crate) mod routes;
 
 use std::fmt;
@@ -45,6 +49,7 @@ use crate::runtime::{Node, NodeShared};
 use crate::shardmap::MemberId;
 use crate::transport::Transport;
 
+pub use self::router::{RoutedCall, Router};
 use self::routes::Routes;
 
 /// How a clustered node behaves. Numbers are defaults; tests shorten them.
@@ -77,6 +82,9 @@ pub struct ClusterOptions {
     pub claim_timeout: Duration,
     /// A given-up move (to that target) is not planned again for this long.
     pub move_backoff: Duration,
+    /// Whether a node whose state store is node-local may join a cluster that has another
+    /// object-hosting node (its state is then lost whenever a shard moves).
+    pub allow_state_loss: bool,
 }
 
 impl ClusterOptions {
@@ -95,6 +103,7 @@ impl ClusterOptions {
             reregister_interval: Duration::from_secs(1),
             claim_timeout: Duration::from_secs(60),
             move_backoff: Duration::from_secs(60),
+            allow_state_loss: false,
         }
     }
 }
@@ -117,6 +126,17 @@ pub enum ClusterError {
     /// A coordinator operation failed.
     #[error(transparent)]
     Coordinator(#[from] CoordError),
+    /// This node's state store is node-local and another node hosts objects: shards moving
+    /// between them would lose state (allowed only with `allow_state_loss`).
+    #[error(
+        "this node's state store is node-local (memory or redb) and node {other} also hosts \
+         objects: state would be lost whenever a shard moves; use a shared store (PostgreSQL) \
+         or set allow_state_loss = true"
+    )]
+    NodeLocalStore {
+        /// Another object-hosting node.
+        other: String,
+    },
     /// The drain did not finish within `drain_timeout` (the node still owns shards).
     #[error("drain timed out owning {owned} shards")]
     DrainTimedOut {
@@ -162,6 +182,19 @@ impl WatchSeen {
     pub(crate) fn current(&self, now: MonoTime, bound: Duration) -> bool {
         let at = self.0.load(Ordering::Acquire);
         at != 0 && now.saturating_duration_since(MonoTime::from_nanos(at)) < bound
+    }
+}
+
+/// `Err(NodeLocalStore)` if a member other than `me` hosts objects (a node).
+async fn refuse_state_loss(
+    coordinator: &dyn Coordinator,
+    me: &MemberId,
+) -> Result<(), ClusterError> {
+    let snapshot = coordinator.snapshot().await?;
+    let other = snapshot.members.values().find(|m| m.role == MemberRole::Node && &m.id != me);
+    match other {
+        Some(other) => Err(ClusterError::NodeLocalStore { other: other.id.to_string() }),
+        None => Ok(()),
     }
 }
 
@@ -222,6 +255,16 @@ impl ClusterNode {
             deadline,
         )
         .await?;
+        if shared.store.is_node_local() && !options.allow_state_loss {
+            // Checked after registering, so two such nodes starting together both see each
+            // other (and both refuse).
+            if let Err(error) = refuse_state_loss(&*coordinator, &record.id).await {
+                if let Err(left) = coordinator.deregister().await {
+                    tracing::warn!(error = %left, "deregistering after refusing to join failed");
+                }
+                return Err(error);
+            }
+        }
         let me = Me { node: record.id.clone(), incarnation: record.incarnation };
         let routes = Arc::new(Routes::new(me.node.clone(), transport, coordinator.clone()));
         shared.cluster.set(routes.clone()).map_err(|_| ClusterError::NotClustered)?;

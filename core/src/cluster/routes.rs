@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use std::time::Duration;
+
 use tokio::sync::watch;
 
-use crate::coordinator::{ClusterView, Coordinator, MemberRecord};
+use crate::clock::{Clock, MonoTime};
+
+use crate::coordinator::{ClusterView, Coordinator, MemberRecord, MemberRole};
 use crate::shard::ShardId;
 use crate::shardmap::{MemberId, ShardEntry};
 use crate::transport::Transport;
@@ -77,6 +81,30 @@ impl Routes {
         route_for(entry, view.members(), &self.me, avoid)
     }
 
+    /// The current view, once one was published.
+    pub(crate) fn current_view(&self) -> Option<Arc<ClusterView>> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `gateway` is a live gateway member in the current view (`None`: no view yet).
+    pub(crate) fn gateway_live(&self, gateway: &str) -> Option<bool> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+        let view = view.as_ref()?;
+        Some(
+            view.members()
+                .get(&MemberId::from(gateway))
+                .is_some_and(|m| m.role == MemberRole::Gateway),
+        )
+    }
+
+    /// The node-protocol address of node `node` while it is a live member (objects pinned
+    /// to it go there).
+    pub(crate) fn node_address(&self, node: &str) -> Option<String> {
+        let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let record = view.members().get(&MemberId::from(node))?;
+        (record.role == MemberRole::Node).then(|| record.addresses.first().cloned()).flatten()
+    }
+
     /// Replaces the view and wakes held calls.
     pub(crate) fn publish(&self, view: Arc<ClusterView>) {
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = Some(view);
@@ -92,6 +120,19 @@ impl Routes {
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+}
+
+/// The pause before resending after a refusal: none for the first two attempts (a refusal
+/// usually comes with a fresh route), then doubling from 8 ms up to 100 ms, never past
+/// `deadline`. Shared by nodes and non-hosting members ([`super::Router`]).
+pub(crate) async fn backoff(clock: &dyn Clock, attempt: u32, deadline: MonoTime) {
+    if attempt <= 2 {
+        tokio::task::yield_now().await;
+        return;
+    }
+    let delay = Duration::from_millis(1u64 << attempt.min(7)).min(Duration::from_millis(100));
+    let wake = (clock.now() + delay).min(deadline);
+    clock.sleep_until(wake).await;
 }
 
 /// The route for one entry, given the live members.

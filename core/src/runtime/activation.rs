@@ -76,6 +76,12 @@ impl Work {
         }
     }
 
+    /// Whether this is a call whose awaited chain includes a turn of `shard` (admitted by a
+    /// shard that is being handed off: the handoff exception).
+    fn is_exempt_for(&self, shard: u32) -> bool {
+        matches!(self, Work::Call(env) if env.chain.as_ref().is_some_and(|c| c.includes_shard(shard)))
+    }
+
     /// Answers the work as not started (the activation is leaving without running it).
     pub(crate) fn bounce(self, error: CallError) {
         match self {
@@ -207,6 +213,22 @@ impl Queue {
         all.extend(self.head.take());
         all.extend(std::mem::take(&mut self.overflow));
         all
+    }
+
+    /// Moves the oldest call whose chain includes `shard` to the front; whether there was one.
+    fn front_exempt(&mut self, shard: u32) -> bool {
+        if !self.iter().any(|w| w.is_exempt_for(shard)) {
+            return false;
+        }
+        let mut all = self.take_all();
+        if let Some(position) = all.iter().position(|w| w.is_exempt_for(shard)) {
+            let work = all.remove(position);
+            all.insert(0, work);
+        }
+        for work in all {
+            self.push_back(work);
+        }
+        true
     }
 
     fn retain(&mut self, keep: impl Fn(&Work) -> bool) {
@@ -514,21 +536,37 @@ impl ActivationShared {
             // Kept current even when work is ready at once, so the wheel can always wake the
             // task (to poison a turn) without a waker of its own.
             mailbox.set_waker(cx.waker());
+            // A shard being handed off still runs calls whose awaited chain runs a turn of
+            // it (the handoff exception), one at a time, before it deactivates.
+            let mut exempt_only = false;
             if let Some(reason) = mailbox.deactivate {
-                if reason.is_forced() || mailbox.is_idle() {
+                let exempt = reason == DeactivateReason::Handoff
+                    && self.fence_shard().is_some_and(|shard| mailbox.queue.front_exempt(shard));
+                if exempt {
+                    exempt_only = true;
+                } else if reason.is_forced() || mailbox.is_idle() {
                     mailbox.deactivate = None;
                     mailbox.phase = Phase::Deactivating;
                     return Poll::Ready(Next::Deactivate(reason));
+                } else {
+                    // Work arrived after the idle decision: the object is not idle any more.
+                    mailbox.deactivate = None;
                 }
-                // Work arrived after the idle decision: the object is not idle any more.
-                mailbox.deactivate = None;
             }
-            if mailbox.save_due {
+            if !exempt_only && mailbox.save_due {
                 mailbox.save_due = false;
                 return Poll::Ready(Next::Save);
             }
             let mut result = Poll::Pending;
-            while let Some(work) = mailbox.queue.pop_front() {
+            let mut taken = 0usize;
+            loop {
+                if exempt_only && taken > 0 {
+                    // The exempt call had expired: decide again (deactivate or the next one).
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                let Some(work) = mailbox.queue.pop_front() else { break };
+                taken += 1;
                 match work {
                     Work::Call(mut env) => {
                         let now = node.clock.now_coarse();
@@ -613,6 +651,25 @@ impl ActivationShared {
     /// Whether the mailbox is empty.
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().queue.is_empty()
+    }
+
+    /// The shard whose epoch fences this activation (none for objects pinned to a node).
+    fn fence_shard(&self) -> Option<u32> {
+        match &self.location.fence {
+            crate::store::FenceKey::Shard(shard) => Some(shard.0),
+            crate::store::FenceKey::Node(_) => None,
+        }
+    }
+
+    /// The chain of the oldest queued call whose chain includes a turn of this activation's
+    /// shard (such a call may activate it while the shard is being handed off).
+    pub(crate) fn exempt_chain(&self) -> Option<Arc<CallChain>> {
+        let shard = self.fence_shard()?;
+        let mailbox = self.lock();
+        mailbox.queue.iter().find(|w| w.is_exempt_for(shard)).and_then(|w| match w {
+            Work::Call(env) => env.chain.clone(),
+            _ => None,
+        })
     }
 
     /// Whether a `create` waits in the mailbox.

@@ -207,7 +207,16 @@ async fn try_activate<T: Object>(
     let entry = &activation.entry;
     let id = &activation.id;
     let fence = &activation.location.fence;
-    let epoch = node.ownership.check(fence, &*node.clock).map_err(|e| (e, true))?;
+    let epoch = node
+        .ownership
+        .check(fence, &*node.clock)
+        .or_else(|refused| match activation.exempt_chain() {
+            // A shard being handed off may activate an object for a call whose chain runs a
+            // turn of the shard (the handoff exception).
+            Some(chain) => node.ownership.check_for_chain(fence, &*node.clock, Some(&*chain)),
+            None => Err(refused),
+        })
+        .map_err(|e| (e, true))?;
     let mut record: Option<StoredObject> = None;
     if entry.persistent() {
         if !node.ownership.is_fenced(fence, epoch) {
@@ -416,7 +425,8 @@ fn begin_turn<'a, T: Object>(
     ctx: &'a mut CallContext,
     input: TurnInput,
 ) -> Result<(TurnFuture<'a>, MonoTime, Option<MonoTime>), Ending> {
-    match node.ownership.check(&activation.location.fence, &*node.clock) {
+    let fence = &activation.location.fence;
+    match node.ownership.check_for_chain(fence, &*node.clock, input.chain.as_deref()) {
         Ok(epoch) if epoch == live.epoch => {}
         Ok(_) | Err(_) => {
             if let Some(reply) = activation.finish_running(input.started) {

@@ -36,6 +36,7 @@ use crate::context::{CallChain, CallerIdentity, check_chain};
 use crate::error::CallError;
 use crate::executor::{SharedExecutor, TokioBlockingExecutor};
 use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeOptions};
+use crate::push::{PushMessage, PushSink, gateway_of};
 use crate::reference::{Caller, RawRef};
 use crate::rng::RandomSource;
 use crate::shard::{DEFAULT_SHARD_COUNT, Placement, ShardId, hash_shard, place};
@@ -265,6 +266,8 @@ pub(crate) struct NodeShared {
     pub(crate) cluster: OnceLock<Arc<Routes>>,
     /// Sees every turn's start and end (invariant checkers), if installed.
     pub(crate) observer: Option<Arc<dyn TurnObserver>>,
+    /// Where pushes go (none: pushes fail with `PushError::NoSink`).
+    pub(crate) push: Option<Arc<dyn PushSink>>,
 }
 
 impl fmt::Debug for NodeShared {
@@ -291,6 +294,44 @@ impl NodeShared {
         self.config.tick
     }
 
+    /// Hands a push from object `(object_type, object_id)` to the sink: to `client_id`'s
+    /// gateway, or (`client_id` = `None`) to every gateway. Counted in `verse_push_total`.
+    pub(crate) fn push(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        client_id: Option<&str>,
+        message: EncodedMessage,
+    ) -> Result<usize, crate::push::PushError> {
+        let outcome = self.push_inner(object_type, object_id, client_id, message);
+        crate::push::count(&outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        outcome
+    }
+
+    fn push_inner(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        client_id: Option<&str>,
+        message: EncodedMessage,
+    ) -> Result<usize, crate::push::PushError> {
+        let sink = self.push.as_ref().ok_or(crate::push::PushError::NoSink)?;
+        let mut push = PushMessage {
+            client_id: String::new(),
+            object_type: object_type.to_owned(),
+            object_id: object_id.to_owned(),
+            message,
+        };
+        let Some(client_id) = client_id else { return Ok(sink.broadcast(push)) };
+        let gateway = gateway_of(client_id)?;
+        // Without a view (an unclustered node, or before the first view) nothing is known:
+        // let the sink buffer briefly.
+        let live =
+            self.cluster.get().and_then(|routes| routes.gateway_live(gateway)).unwrap_or(true);
+        push.client_id = client_id.to_owned();
+        sink.push(gateway, push, live).map(|()| 1)
+    }
+
     pub(crate) fn type_target(&self, name: &str) -> TypeTarget {
         match self.types.get(name) {
             Some(entry) => TypeTarget::Known(entry.clone()),
@@ -304,7 +345,9 @@ impl NodeShared {
                 Ok(Location { fence: FenceKey::Shard(shard), table_shard: shard.0 })
             }
             Placement::Node(node) => {
-                if node != self.config.node_id {
+                // Another node's objects: routed to it in a cluster (the ownership check
+                // never admits them here), unknown on a single node.
+                if node != self.config.node_id && !self.clustered {
                     return Err(CallError::NodeNotFound { node });
                 }
                 let table_shard = hash_shard(id, self.config.shard_count).0;
@@ -372,7 +415,10 @@ impl NodeShared {
         self: &Arc<Self>,
         request: CallRequest<'_>,
     ) -> Result<Payload, CallError> {
-        let entry = self.known(request.target)?;
+        let entry = match self.known(request.target) {
+            Ok(entry) => entry,
+            Err(unknown) => return Box::pin(self.call_unknown_type(request, unknown)).await,
+        };
         let method = entry.resolve(&request.method)?;
         check_chain(request.chain.as_deref(), request.id)?;
         let now = self.clock.now_coarse();
@@ -406,7 +452,12 @@ impl NodeShared {
             // Fast path: the reference's cached activation, while it lives.
             if let Some(cache) = request.cache {
                 let pushed = cache.with(|activation| {
-                    self.ownership.check(&activation.location.fence, &*self.clock)?;
+                    let fence = &activation.location.fence;
+                    self.ownership.check_for_chain(
+                        fence,
+                        &*self.clock,
+                        request.chain.as_deref(),
+                    )?;
                     Ok::<_, CallError>(
                         activation.push(self, std::mem::replace(&mut work, Work::Nothing)),
                     )
@@ -426,7 +477,8 @@ impl NodeShared {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
-                match self.ownership.check(&location.fence, &*self.clock) {
+                let chain = request.chain.as_deref();
+                match self.ownership.check_for_chain(&location.fence, &*self.clock, chain) {
                     Ok(_) => {
                         let activation = self.enqueue(entry, request.id, location, work)?;
                         if let Some(cache) = request.cache {
@@ -448,9 +500,11 @@ impl NodeShared {
                     Some(location) => location,
                     None => location.insert(self.locate(request.id)?),
                 };
+                let info = &entry.methods[method];
                 let call = ElsewhereCall {
-                    entry,
-                    method,
+                    object_type: entry.name,
+                    method: info.name,
+                    idempotent: info.idempotent,
                     id: request.id,
                     location,
                     chain: request.chain.as_ref(),
@@ -491,6 +545,47 @@ impl NodeShared {
         }
     }
 
+    /// A call for a type not registered on this node: in a cluster it goes where the view
+    /// routes the id (the node serving it may know the type); where this node serves the id
+    /// itself, or outside a cluster, the type is unknown.
+    async fn call_unknown_type(
+        self: &Arc<Self>,
+        request: CallRequest<'_>,
+        unknown: CallError,
+    ) -> Result<Payload, CallError> {
+        let Some(routes) = self.cluster.get() else { return Err(unknown) };
+        check_chain(request.chain.as_deref(), request.id)?;
+        let location = self.locate(request.id)?;
+        let chain = request.chain.as_deref();
+        if self.ownership.check_for_chain(&location.fence, &*self.clock, chain).is_ok() {
+            return Err(unknown);
+        }
+        let deadline = request.deadline.unwrap_or_else(|| {
+            self.clock.now_coarse() + request.timeout.unwrap_or(self.config.default_deadline)
+        });
+        let method = match &request.method {
+            MethodTarget::Index(_, name) => *name,
+            MethodTarget::Name(name) => &**name,
+        };
+        let call = ElsewhereCall {
+            object_type: request.target.name(),
+            method,
+            idempotent: false,
+            id: request.id,
+            location: &location,
+            chain: request.chain.as_ref(),
+            identity: request.identity.as_ref(),
+            one_way: request.one_way,
+            forward: request.forward,
+            deadline,
+        };
+        match Box::pin(self.call_elsewhere(routes, call, request.payload)).await {
+            Elsewhere::Done(result) => result,
+            // This node serves the id now, and does not know the type.
+            Elsewhere::Local(_) => Err(unknown),
+        }
+    }
+
     fn overloaded(&self, entry: &TypeEntry, id: &str) -> CallError {
         entry.metrics.overloads.increment(1);
         CallError::Overloaded { id: id.to_owned() }
@@ -499,13 +594,7 @@ impl NodeShared {
     /// Waits before resending a bounced call: immediately the first times (the slot is being
     /// replaced), then exponentially up to 100 ms, never past the deadline.
     async fn backoff(&self, attempt: u32, deadline: MonoTime) {
-        if attempt <= 2 {
-            tokio::task::yield_now().await;
-            return;
-        }
-        let delay = Duration::from_millis(1u64 << attempt.min(7)).min(Duration::from_millis(100));
-        let wake = (self.clock.now() + delay).min(deadline);
-        self.clock.sleep_until(wake).await;
+        crate::cluster::routes::backoff(&*self.clock, attempt, deadline).await;
     }
 
     async fn control(
@@ -516,20 +605,40 @@ impl NodeShared {
         forward: bool,
     ) -> Result<(), CallError> {
         let target = self.type_target(object_type);
-        let entry = self.known(&target)?;
         let location = self.locate(id)?;
         let id: Arc<str> = Arc::from(id);
-        let mut attempt = 0;
         let deadline = self.clock.now() + self.config.default_deadline;
+        let entry = match (self.known(&target), self.cluster.get()) {
+            (Ok(entry), _) => entry,
+            (Err(unknown), Some(routes)) => {
+                // Not registered here: where the view routes the id (see call_unknown_type).
+                if self.ownership.check(&location.fence, &*self.clock).is_ok() {
+                    return Err(unknown);
+                }
+                let done = Box::pin(self.control_elsewhere(
+                    routes,
+                    object_type,
+                    &id,
+                    &location,
+                    kind,
+                    forward,
+                    deadline,
+                ))
+                .await;
+                return done.unwrap_or(Err(unknown));
+            }
+            (Err(unknown), None) => return Err(unknown),
+        };
+        let mut attempt = 0;
         loop {
             if let Err(error) = self.ownership.check(&location.fence, &*self.clock) {
                 let routes = match self.cluster.get() {
                     Some(routes) if matches!(error, CallError::NotServed { .. }) => routes,
                     _ => return Err(error),
                 };
-                let done = Box::pin(
-                    self.control_elsewhere(routes, entry, &id, &location, kind, forward, deadline),
-                )
+                let done = Box::pin(self.control_elsewhere(
+                    routes, entry.name, &id, &location, kind, forward, deadline,
+                ))
                 .await;
                 match done {
                     Some(result) => return result,
@@ -574,6 +683,7 @@ pub struct NodeBuilder {
     store: Option<Arc<dyn StateStore>>,
     clustered: bool,
     observer: Option<Arc<dyn TurnObserver>>,
+    push: Option<Arc<dyn PushSink>>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -594,6 +704,7 @@ impl NodeBuilder {
             store: None,
             clustered: false,
             observer: None,
+            push: None,
         }
     }
 
@@ -646,6 +757,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Injects the push sink objects' pushes go to (`verse-transport`'s `PushHub`; default:
+    /// none, pushes fail with [`crate::push::PushError::NoSink`]).
+    pub fn push_sink(mut self, sink: Arc<dyn PushSink>) -> Self {
+        self.push = Some(sink);
+        self
+    }
+
     /// Starts the node (spawns its ticker on the current tokio runtime).
     pub fn start(self) -> Result<Node, BuildError> {
         let config = self.config;
@@ -672,9 +790,9 @@ impl NodeBuilder {
         let shared = Arc::new(NodeShared {
             wheel: Wheel::new(config.tick),
             ownership: if self.clustered {
-                Ownership::cluster(config.shard_count)
+                Ownership::cluster(&config.node_id, config.shard_count)
             } else {
-                Ownership::local_all(config.shard_count)
+                Ownership::local_all(&config.node_id, config.shard_count)
             },
             tables: (0..config.shard_count).map(|_| Mutex::new(HashSet::new())).collect(),
             config,
@@ -688,6 +806,7 @@ impl NodeBuilder {
             clustered: self.clustered,
             cluster: OnceLock::new(),
             observer: self.observer,
+            push: self.push,
         });
         let ticker = tokio::spawn(wheel::run_ticker(shared.clone()));
         Ok(Node { shared, ticker: Mutex::new(Some(ticker)) })

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::clock::{Clock, MonoTime};
+use crate::context::CallChain;
 use crate::epoch::Epoch;
 use crate::error::CallError;
 use crate::shard::ShardId;
@@ -25,11 +26,16 @@ pub(crate) struct Location {
 /// The per-shard serving table plus the lease.
 #[derive(Debug)]
 pub(crate) struct Ownership {
+    /// This node's id: only objects pinned to it are served here.
+    node_id: Box<str>,
     generation: AtomicU64,
     /// Epoch counter per shard; 0 = not served here.
     shards: Box<[AtomicU64]>,
     /// Epoch counter at which the store fence is known raised, per shard.
     fenced: Box<[AtomicU64]>,
+    /// Epoch counter of a shard being handed off (no longer admitting calls, except those
+    /// whose awaited chain runs a turn of it); 0 = not leaving.
+    leaving: Box<[AtomicU64]>,
     /// Epoch counter for objects pinned to this node; 0 = not serving them.
     node_counter: AtomicU64,
     node_fenced: AtomicU64,
@@ -41,12 +47,14 @@ pub(crate) struct Ownership {
 impl Ownership {
     /// A single-node source: every shard and the node's pinned objects at epoch (1, 1), lease
     /// always proven.
-    pub(crate) fn local_all(shard_count: u32) -> Self {
+    pub(crate) fn local_all(node_id: &str, shard_count: u32) -> Self {
         let owned = |_| AtomicU64::new(1);
         Ownership {
+            node_id: node_id.into(),
             generation: AtomicU64::new(1),
             shards: (0..shard_count).map(owned).collect(),
             fenced: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
+            leaving: (0..shard_count).map(|_| AtomicU64::new(0)).collect(),
             node_counter: AtomicU64::new(1),
             node_fenced: AtomicU64::new(0),
             lease_valid_until: AtomicU64::new(u64::MAX),
@@ -56,12 +64,14 @@ impl Ownership {
 
     /// A cluster source: nothing served and the lease unproven until the cluster runtime
     /// says otherwise.
-    pub(crate) fn cluster(shard_count: u32) -> Self {
+    pub(crate) fn cluster(node_id: &str, shard_count: u32) -> Self {
         let none = |_| AtomicU64::new(0);
         Ownership {
+            node_id: node_id.into(),
             generation: AtomicU64::new(1),
             shards: (0..shard_count).map(none).collect(),
             fenced: (0..shard_count).map(none).collect(),
+            leaving: (0..shard_count).map(none).collect(),
             node_counter: AtomicU64::new(0),
             node_fenced: AtomicU64::new(0),
             lease_valid_until: AtomicU64::new(0),
@@ -78,7 +88,46 @@ impl Ownership {
 
     /// Stops admitting anything for `shard`.
     pub(crate) fn stop_serving(&self, shard: ShardId) {
+        self.leaving[shard.0 as usize].store(0, Ordering::Release);
         self.shards[shard.0 as usize].store(0, Ordering::Release);
+    }
+
+    /// Starts a handoff of `shard`: new calls are refused, except calls whose awaited chain
+    /// includes a turn of this shard (see [`Ownership::check_for_chain`]), until
+    /// [`Ownership::stop_serving`].
+    pub(crate) fn begin_leaving(&self, shard: ShardId) {
+        let counter = self.shards[shard.0 as usize].load(Ordering::Acquire);
+        if counter != 0 {
+            self.leaving[shard.0 as usize].store(counter, Ordering::Release);
+        }
+        self.shards[shard.0 as usize].store(0, Ordering::Release);
+    }
+
+    /// Like [`Ownership::check`], but a shard being handed off still admits a call whose
+    /// awaited chain includes a turn of that shard: that turn is running now and waits for
+    /// the call, and the handoff waits for the turn (the handoff exception of the
+    /// architecture; refusing would deadlock until `handoff_timeout`). The lease must still
+    /// be proven.
+    pub(crate) fn check_for_chain(
+        &self,
+        key: &FenceKey,
+        clock: &dyn Clock,
+        chain: Option<&CallChain>,
+    ) -> Result<Epoch, CallError> {
+        let refused = match self.check(key, clock) {
+            Ok(epoch) => return Ok(epoch),
+            Err(error) => error,
+        };
+        let (FenceKey::Shard(shard), Some(chain)) = (key, chain) else { return Err(refused) };
+        let leaving = self.leaving[shard.0 as usize].load(Ordering::Acquire);
+        if leaving == 0 || self.stopping.load(Ordering::Acquire) || !chain.includes_shard(shard.0) {
+            return Err(refused);
+        }
+        let valid_until = self.lease_valid_until.load(Ordering::Acquire);
+        if valid_until != u64::MAX && clock.now().as_nanos() >= valid_until {
+            return Err(refused);
+        }
+        Ok(Epoch::new(self.generation.load(Ordering::Acquire), leaving))
     }
 
     /// Serves the objects pinned to this node at `epoch` (the incarnation's epoch).
@@ -122,7 +171,15 @@ impl Ownership {
         }
         let shard = match key {
             FenceKey::Shard(s) => s.0,
-            FenceKey::Node(_) => u32::MAX,
+            FenceKey::Node(node) if **node == *self.node_id => u32::MAX,
+            // Objects pinned to another node are never served here.
+            FenceKey::Node(node) => {
+                return Err(CallError::NotServed {
+                    shard: u32::MAX,
+                    epoch: None,
+                    hint: Some(node.clone()),
+                });
+            }
         };
         let valid_until = self.lease_valid_until.load(Ordering::Acquire);
         if valid_until != u64::MAX
@@ -160,11 +217,13 @@ mod tests {
 
     #[test]
     fn local_source_owns_everything_until_stopped() {
-        let ownership = Ownership::local_all(16);
+        let ownership = Ownership::local_all("n", 16);
         let key = FenceKey::Shard(ShardId(3));
         let now = crate::clock::ManualClock::new();
         assert_eq!(ownership.check(&key, &now), Ok(Epoch::new(1, 1)));
         assert_eq!(ownership.check(&FenceKey::Node("n".into()), &now), Ok(Epoch::new(1, 1)));
+        let other = ownership.check(&FenceKey::Node("m".into()), &now);
+        assert!(matches!(other, Err(CallError::NotServed { hint: Some(h), .. }) if h == "m"));
         assert!(!ownership.is_fenced(&key, Epoch::new(1, 1)));
         ownership.mark_fenced(&key, Epoch::new(1, 1));
         assert!(ownership.is_fenced(&key, Epoch::new(1, 1)));
@@ -174,7 +233,7 @@ mod tests {
 
     #[test]
     fn cluster_source_serves_only_what_it_was_given_while_the_lease_holds() {
-        let ownership = Ownership::cluster(4);
+        let ownership = Ownership::cluster("n", 4);
         let clock = crate::clock::ManualClock::new();
         let key = FenceKey::Shard(ShardId(2));
         assert!(matches!(ownership.check(&key, &clock), Err(CallError::NotServed { .. })));

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::NodeShared;
 use super::activation::{ActivationShared, DeactivateReason};
 use super::ownership::Location;
-use super::{NodeShared, TypeEntry};
 use crate::clock::MonoTime;
 use crate::cluster::routes::{Route, Routes};
 use crate::context::{CallChain, CallerIdentity};
@@ -45,8 +45,11 @@ pub(crate) enum Elsewhere {
 
 /// The parts of a call the remote path needs.
 pub(crate) struct ElsewhereCall<'a> {
-    pub(crate) entry: &'a Arc<TypeEntry>,
-    pub(crate) method: usize,
+    pub(crate) object_type: &'a str,
+    /// Method wire name.
+    pub(crate) method: &'a str,
+    /// Whether the method may run twice (resent after `OutcomeUnknown`).
+    pub(crate) idempotent: bool,
     pub(crate) id: &'a Arc<str>,
     pub(crate) location: &'a Location,
     pub(crate) chain: Option<&'a Arc<CallChain>>,
@@ -85,7 +88,25 @@ impl NodeShared {
         avoid: Option<&MemberId>,
         forward: bool,
     ) -> Result<Step, CallError> {
-        let Some(shard) = Self::routed_shard(location) else { return Ok(Step::Hold) };
+        let shard = match &location.fence {
+            FenceKey::Shard(shard) => *shard,
+            // This node's own pinned objects: served here soon (or never, if it stops).
+            FenceKey::Node(node) if *node == self.config.node_id => return Ok(Step::Hold),
+            // Another node's pinned objects go to that node only, while it lives.
+            FenceKey::Node(node) => {
+                return match routes.node_address(node) {
+                    Some(address) if forward => {
+                        Ok(Step::Send { node: MemberId::from(node.as_str()), address })
+                    }
+                    Some(_) => Err(CallError::NotServed {
+                        shard: u32::MAX,
+                        epoch: None,
+                        hint: Some(node.clone()),
+                    }),
+                    None => Err(CallError::NodeNotFound { node: node.clone() }),
+                };
+            }
+        };
         match routes.route(shard, fresh, avoid) {
             Route::Hold => Ok(Step::Hold),
             Route::Remote { node, address } if forward => Ok(Step::Send { node, address }),
@@ -134,7 +155,6 @@ impl NodeShared {
         call: ElsewhereCall<'_>,
         payload: Payload,
     ) -> Elsewhere {
-        let info = &call.entry.methods[call.method];
         let mut payload = Some(payload);
         let mut encoded: Option<EncodedMessage> = None;
         let mut attempt: u32 = 0;
@@ -184,9 +204,9 @@ impl NodeShared {
                 (None, None) => EncodedMessage::default(),
             };
             let remote = RemoteCall {
-                object_type: call.entry.name.to_owned(),
+                object_type: call.object_type.to_owned(),
                 id: call.id.to_string(),
-                method: info.name.to_owned(),
+                method: call.method.to_owned(),
                 request,
                 deadline: call.deadline,
                 chain: chain_links(call.chain),
@@ -199,7 +219,7 @@ impl NodeShared {
                     tracing::debug!(%error, peer = %address, id = %call.id, "resending a call that did not start");
                     refused_by = Some(node);
                 }
-                Err(CallError::OutcomeUnknown { .. }) if info.idempotent => {
+                Err(CallError::OutcomeUnknown { .. }) if call.idempotent => {
                     refused_by = Some(node);
                 }
                 Err(error) => return Elsewhere::Done(Err(error)),
@@ -216,7 +236,7 @@ impl NodeShared {
     pub(crate) async fn control_elsewhere(
         self: &Arc<Self>,
         routes: &Routes,
-        entry: &TypeEntry,
+        object_type: &str,
         id: &Arc<str>,
         location: &Location,
         kind: ControlKind,
@@ -258,10 +278,10 @@ impl NodeShared {
             };
             let result = match kind {
                 ControlKind::Create => {
-                    routes.transport.create(&address, entry.name, id, deadline).await
+                    routes.transport.create(&address, object_type, id, deadline).await
                 }
                 ControlKind::Delete => {
-                    routes.transport.delete(&address, entry.name, id, deadline).await
+                    routes.transport.delete(&address, object_type, id, deadline).await
                 }
             };
             match result {
@@ -297,13 +317,16 @@ impl NodeShared {
     /// `timeout` the remaining turns are poisoned (dropped, nothing saved, callers get
     /// `OutcomeUnknown`). Returns whether every save succeeded.
     pub(crate) async fn hand_off_shard(&self, shard: ShardId, timeout: Duration) -> bool {
-        self.ownership.stop_serving(shard);
+        // Calls whose awaited chain runs a turn of this shard are still admitted (the handoff
+        // exception), so nested calls back into the shard do not deadlock the handoff.
+        self.ownership.begin_leaving(shard);
         let started = self.clock.now();
         let mut poisoned = false;
         let mut seen: Vec<Arc<ActivationShared>> = Vec::new();
         loop {
             let activations = self.shard_activations(shard);
             if activations.is_empty() {
+                self.ownership.stop_serving(shard);
                 return !poisoned && !seen.iter().any(|a| a.save_failed());
             }
             for activation in &activations {

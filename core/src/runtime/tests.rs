@@ -953,6 +953,171 @@ mod routing {
         node.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn objects_pinned_to_another_node_go_to_that_node_only() {
+        let transport = Arc::new(ScriptedTransport::default());
+        transport.answers.lock().unwrap().push_back(Ok(answer(9)));
+        let (node, _routes) = clustered(MockCoordinator::new(), transport.clone());
+        // A call from here goes to node c, whatever owns the id's hash shard (b).
+        assert_eq!(node.client().get::<Probe>("c/pinned").add(1).await, Ok(9));
+        assert_eq!(*transport.peers.lock().unwrap(), ["c:1"]);
+        assert!(!node.is_active("c/pinned"));
+        // Arriving here from elsewhere, it bounces with c as the hint.
+        let incoming = |id: &str| IncomingCall {
+            object_type: "Probe".into(),
+            id: id.into(),
+            method: "Add".into(),
+            request: answer(1),
+            remaining: Duration::from_secs(5),
+            chain: Vec::new(),
+            identity: None,
+            one_way: false,
+        };
+        let bounced = node.serve_incoming(incoming("c/pinned")).await;
+        assert!(
+            matches!(&bounced, Err(CallError::NotServed { hint: Some(h), .. }) if h == "c"),
+            "{bounced:?}"
+        );
+        // A node that is not a live member: NodeNotFound, nothing sent.
+        let absent = node.client().get::<Probe>("gone/pinned").add(1).await;
+        assert_eq!(absent, Err(CallError::NodeNotFound { node: "gone".into() }));
+        let absent = node.serve_incoming(incoming("gone/pinned")).await;
+        assert_eq!(absent, Err(CallError::NodeNotFound { node: "gone".into() }));
+        assert_eq!(transport.peers.lock().unwrap().len(), 1);
+        node.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn types_unknown_here_route_by_the_view() {
+        let transport = Arc::new(ScriptedTransport::default());
+        transport.answers.lock().unwrap().push_back(Ok(answer(5)));
+        let (node, _routes) = clustered(MockCoordinator::new(), transport.clone());
+        let client = node.client();
+        let request = EncodedMessage::pack(&Num::default());
+        let reply = client.call_encoded("Elsewhere", "e-1", "Get", request.clone()).await;
+        assert_eq!(reply, Ok(answer(5)));
+        assert_eq!(*transport.peers.lock().unwrap(), ["b:1"]);
+        client.create("Elsewhere", "e-2").await.unwrap();
+        client.delete("Elsewhere", "e-2").await.unwrap();
+        assert_eq!(transport.peers.lock().unwrap().len(), 3);
+        // Arriving from elsewhere: bounced towards the owner, never forwarded again.
+        let call = IncomingCall {
+            object_type: "Elsewhere".into(),
+            id: "e-1".into(),
+            method: "Get".into(),
+            request: request.clone(),
+            remaining: Duration::from_secs(5),
+            chain: Vec::new(),
+            identity: None,
+            one_way: false,
+        };
+        let bounced = node.serve_incoming(call).await;
+        assert!(
+            matches!(&bounced, Err(CallError::NotServed { hint: Some(h), .. }) if h == "b"),
+            "{bounced:?}"
+        );
+        // Where this node serves the id itself, the type is unknown.
+        let shared = node.shared();
+        let shard = crate::runtime::shard_of(&node, "e-1").unwrap();
+        shared.ownership.set_lease_valid_until(shared.clock.now() + Duration::from_secs(60));
+        shared.ownership.serve(shard, Epoch::new(1, 3));
+        let unknown = client.call_encoded("Elsewhere", "e-1", "Get", request).await;
+        assert_eq!(unknown, Err(CallError::UnknownType { object_type: "Elsewhere".into() }));
+        assert_eq!(transport.peers.lock().unwrap().len(), 3);
+        node.shutdown().await;
+    }
+
+    /// Waits for `done` (a liveness bound of 10 s).
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    #[tokio::test]
+    async fn a_shard_being_handed_off_admits_calls_whose_chain_runs_a_turn_of_it() {
+        use crate::store::FenceKey;
+        let transport = Arc::new(ScriptedTransport::default());
+        let (node, _routes) = clustered(MockCoordinator::new(), transport.clone());
+        let shared = node.shared().clone();
+        let x = unique("leaving-x");
+        let shard_of = |id: &str| crate::runtime::shard_of(&node, id).unwrap();
+        let shard_x = shard_of(&x);
+        let same: Vec<String> = (0..).map(|i| format!("{x}-{i}")).take(2000).collect();
+        let y = same.iter().find(|id| shard_of(id) == shard_x).unwrap().clone();
+        let z = same.iter().filter(|id| shard_of(id) == shard_x).nth(1).unwrap().clone();
+        let w = same.iter().find(|id| shard_of(id) != shard_x).unwrap().clone();
+        shared.ownership.set_lease_valid_until(shared.clock.now() + Duration::from_secs(60));
+        // The store fences are raised first, as the shard driver does before serving.
+        shared.store.fence(&FenceKey::Shard(shard_x), Epoch::new(1, 3)).await.unwrap();
+        shared.store.fence(&FenceKey::Shard(shard_of(&w)), Epoch::new(1, 4)).await.unwrap();
+        shared.ownership.serve(shard_x, Epoch::new(1, 3));
+        shared.ownership.serve(shard_of(&w), Epoch::new(1, 4));
+        assert_ne!(shard_of(&z), shard_of(&w));
+        let client = node.client();
+        // w (another shard) is busy in a gated turn; x's turn calls w, which calls y (x's
+        // shard): the chain y sees is [x, w].
+        let busy = {
+            let (client, w) = (client.clone(), w.clone());
+            tokio::spawn(async move {
+                let req = Num { value: 0, route: String::new() };
+                client.get::<Probe>(w).raw().call::<Num, Num>("Wait", req).await
+            })
+        };
+        eventually("w running", || node.is_active(&w)).await;
+        let nested = {
+            let (client, x, route) = (client.clone(), x.clone(), format!("{w},{y}"));
+            tokio::spawn(async move {
+                let req = Num { value: 7, route };
+                client.get::<Probe>(x).raw().call::<Num, Num>("Route", req).await
+            })
+        };
+        let shard_w = shard_of(&w);
+        let w_has_queued = || {
+            let table = shared.table(shard_w.0);
+            table.get(w.as_str()).is_some_and(|slot| !slot.0.is_empty())
+        };
+        eventually("x's call queued behind w's running turn", w_has_queued).await;
+        // The handoff of x's shard starts while x's turn waits for w.
+        let handoff = {
+            let shared = shared.clone();
+            tokio::spawn(
+                async move { shared.hand_off_shard(shard_x, Duration::from_secs(30)).await },
+            )
+        };
+        let key = FenceKey::Shard(shard_x);
+        eventually("the shard leaving", || shared.ownership.check(&key, &*shared.clock).is_err())
+            .await;
+        // A call from another chain is refused here and routed away (to b, which the
+        // scripted transport answers with an error): z is not activated.
+        let refused = client.clone().with_timeout(Duration::from_millis(300)).get::<Probe>(&z);
+        assert!(refused.add(1).await.is_err());
+        assert!(!transport.peers.lock().unwrap().is_empty());
+        assert!(!node.is_active(&z));
+        // w goes on: its nested call into the leaving shard is admitted (y activates and
+        // runs), x's turn finishes, and only then does the handoff finish.
+        hooks(&w).gate.notify_one();
+        let answer = tokio::time::timeout(Duration::from_secs(10), nested).await;
+        assert_eq!(answer.unwrap().unwrap().unwrap().value, 7);
+        assert_eq!(*hooks(&y).log.lock().unwrap(), [7]);
+        let handed_off = tokio::time::timeout(Duration::from_secs(10), handoff).await;
+        assert!(handed_off.unwrap().unwrap(), "every save succeeded");
+        assert!(!node.is_active(&x) && !node.is_active(&y));
+        // y's state was saved at the leaving epoch before the shard was released.
+        let stored = shared.store.load(&y).await.unwrap().unwrap();
+        assert_eq!(stored.version, 1);
+        // Once handed off, even a chain through the shard is refused.
+        let chain = crate::context::CallChain::push(None, Arc::from(x.as_str()), shard_x.0);
+        let refused = shared.ownership.check_for_chain(&key, &*shared.clock, Some(&*chain));
+        assert!(refused.is_err());
+        busy.abort();
+        node.shutdown().await;
+    }
+
     /// The shared state of a scripted coordinator: registrations hand out incarnations 1, 2,
     /// …; claims succeed at the next epoch and show up in later snapshots.
     #[derive(Default)]

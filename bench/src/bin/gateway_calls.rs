@@ -1,0 +1,274 @@
+//! P3: client calls through the gateway to a node over gRPC (`gate.GateService/CallObject`),
+//! against a bare tonic proxy chain in the same layout: client → tonic pass-through → tonic
+//! echo. The one-hop ratio (client → tonic echo) is reported too.
+//!
+//! Everything runs in one process on one tokio runtime with 2 workers, every hop over loopback
+//! TCP with `TCP_NODELAY`: the subject is a gateway (registered with an embedded single-voter
+//! Raft coordinator, routing by the cluster view with the retry rule, sessions, metrics on)
+//! in front of a clustered node that owns every shard and hosts the echo objects; the client
+//! uses one tonic channel to the gateway (one HTTP/2 connection, as GoVerse clients do) and
+//! anonymous calls. The baseline proxy forwards each request over one channel to the echo
+//! server, as the gateway does to the node.
+//!
+//! `cargo run --release -p verse-bench --bin gateway_calls -- --pairs 5`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use prost::{Message, Name};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use verse::clock::{SharedClock, SystemClock};
+use verse::prelude::*;
+use verse_bench::{Blob, Row, drive, install_metrics, report};
+use verse_coord_raft::{ClientOptions, LocalRouter, RaftCoordinator, RaftVoter, VoterConfig};
+use verse_core::coordinator::Coordinator;
+use verse_core::{ClusterNode, ClusterOptions, TokioBlockingExecutor};
+use verse_gateway::proto::CallObjectRequest;
+use verse_gateway::proto::gate_service_client::GateServiceClient;
+use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
+use verse_transport::{NodeClient, NodeServer, TcpIncoming};
+
+#[allow(missing_docs, clippy::all)]
+mod proto {
+    tonic::include_proto!("bench.echo.v1");
+}
+
+use proto::EchoBlob;
+use proto::bare_echo_client::BareEchoClient;
+use proto::bare_echo_server::{BareEcho, BareEchoServer};
+
+/// The benchmark object: echoes a 64-byte blob.
+#[derive(Default)]
+struct Echo;
+
+#[verse::object]
+impl Echo {
+    async fn echo(&mut self, _ctx: &CallContext, req: Blob) -> Result<Blob, MethodError> {
+        Ok(Blob { data: req.data })
+    }
+}
+
+/// The baseline echo server.
+struct Bare;
+
+#[tonic::async_trait]
+impl BareEcho for Bare {
+    async fn echo(&self, request: Request<EchoBlob>) -> Result<Response<EchoBlob>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+}
+
+/// The baseline pass-through: forwards each request to the echo server over one channel.
+struct PassThrough {
+    upstream: BareEchoClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl BareEcho for PassThrough {
+    async fn echo(&self, request: Request<EchoBlob>) -> Result<Response<EchoBlob>, Status> {
+        let mut upstream = self.upstream.clone();
+        let reply = upstream.echo(request.into_inner()).await?;
+        Ok(Response::new(reply.into_inner()))
+    }
+}
+
+#[derive(Parser)]
+struct Args {
+    /// Interleaved (baseline, subject) runs per case.
+    #[arg(long, default_value_t = 5)]
+    pairs: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<String>,
+    /// Only this concurrency (1, 16 or 256); default all.
+    #[arg(long)]
+    only: Option<usize>,
+}
+
+const MAX_STREAMS: u32 = 1024;
+const SHARDS: u32 = 256;
+
+async fn listen() -> anyhow::Result<(TcpIncoming, SocketAddr)> {
+    let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let addr = incoming.local_addr()?;
+    Ok((incoming, addr))
+}
+
+async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
+}
+
+/// Starts the echo server and the pass-through in front of it; returns channels to both.
+async fn start_baseline() -> anyhow::Result<(Channel, Channel)> {
+    let (incoming, echo_addr) = listen().await?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_STREAMS))
+            .add_service(BareEchoServer::new(Bare))
+            .serve_with_incoming(incoming),
+    );
+    let upstream = BareEchoClient::new(channel(echo_addr).await?);
+    let (incoming, proxy_addr) = listen().await?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_STREAMS))
+            .add_service(BareEchoServer::new(PassThrough { upstream }))
+            .serve_with_incoming(incoming),
+    );
+    Ok((channel(proxy_addr).await?, channel(echo_addr).await?))
+}
+
+/// The subject's cluster: voter, node, gateway. Kept alive for the whole run.
+struct Subject {
+    _dir: tempfile::TempDir,
+    _voter: Arc<RaftVoter>,
+    _cluster: ClusterNode,
+    _gateway: Arc<Gateway>,
+    channel: Channel,
+}
+
+async fn start_subject(clock: &SharedClock) -> anyhow::Result<Subject> {
+    let dir = tempfile::tempdir()?;
+    let voter = Arc::new(
+        RaftVoter::start(
+            VoterConfig::new(1, dir.path().join("voter-1.redb")),
+            &LocalRouter::new(),
+            clock.clone(),
+            Arc::new(TokioBlockingExecutor),
+        )
+        .await?,
+    );
+    voter.initialize(&[1]).await?;
+    voter.wait_for_leader(Duration::from_secs(10)).await?;
+    let coordinator = || -> Arc<dyn Coordinator> {
+        Arc::new(RaftCoordinator::new(
+            voter.clone(),
+            clock.clone(),
+            ClientOptions::new(Duration::from_secs(10)),
+        ))
+    };
+
+    let config = NodeConfig { node_id: "n1".into(), shard_count: SHARDS, ..NodeConfig::default() };
+    let node = Arc::new(
+        NodeBuilder::new(config).clustered().object::<Echo>().clock(clock.clone()).start()?,
+    );
+    let (incoming, node_addr) = listen().await?;
+    tokio::spawn(NodeServer::new(node.clone()).serve(incoming, std::future::pending()));
+    let cluster = ClusterNode::start(
+        node,
+        coordinator(),
+        Arc::new(NodeClient::new(clock.clone())),
+        ClusterOptions::new(node_addr.to_string()),
+    )
+    .await?;
+
+    let (incoming, gateway_addr) = listen().await?;
+    let gateway = Arc::new(
+        GatewayBuilder::new(
+            GatewayConfig::new("gw1", gateway_addr.to_string()),
+            coordinator(),
+            clock.clone(),
+        )
+        .start()
+        .await?,
+    );
+    let serving = gateway.clone();
+    tokio::spawn(async move { serving.serve(incoming, std::future::pending()).await });
+    let started = Instant::now();
+    while let Err(why) = gateway.readiness() {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "gateway not ready: {why}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = channel(gateway_addr).await?;
+    // Every shard owned and served before measuring: one call per echo id used.
+    let mut client = GateServiceClient::new(channel.clone());
+    for id in 0..256 {
+        let started = Instant::now();
+        while client.call_object(echo_call(id)).await.is_err() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "echo-{id} not served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(Subject { _dir: dir, _voter: voter, _cluster: cluster, _gateway: gateway, channel })
+}
+
+fn echo_call(caller: usize) -> CallObjectRequest {
+    let blob = Blob::new();
+    CallObjectRequest {
+        client_id: String::new(),
+        r#type: "Echo".into(),
+        id: format!("echo-{caller}"),
+        method: "Echo".into(),
+        request: Some(prost_types::Any { type_url: Blob::type_url(), value: blob.encode_to_vec() }),
+    }
+}
+
+async fn bare(channel: &Channel, callers: usize, warmup: Duration, measure: Duration) -> f64 {
+    let client = BareEchoClient::new(channel.clone());
+    drive(callers, warmup, measure, move |_caller| {
+        let mut client = client.clone();
+        async move {
+            let request = EchoBlob { data: bytes::Bytes::from(Blob::new().data) };
+            let reply = client.echo(request).await.expect("echo");
+            assert_eq!(reply.into_inner().data.len(), 64);
+        }
+    })
+    .await
+    .per_second()
+}
+
+async fn subject(channel: &Channel, callers: usize, warmup: Duration, measure: Duration) -> f64 {
+    let client = GateServiceClient::new(channel.clone());
+    drive(callers, warmup, measure, move |caller| {
+        let mut client = client.clone();
+        async move {
+            let reply = client.call_object(echo_call(caller)).await.expect("gateway call");
+            let any = reply.into_inner().response.expect("a response");
+            let blob = Blob::decode(any.value.as_slice()).expect("a blob");
+            assert_eq!(blob.data.len(), 64);
+        }
+    })
+    .await
+    .per_second()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async move {
+        install_metrics();
+        let clock = SystemClock::shared();
+        let subject_cluster = start_subject(&clock).await?;
+        let (proxy, echo) = start_baseline().await?;
+        let warmup = Duration::from_millis(300);
+        let measure = Duration::from_secs_f64(args.seconds);
+        let mut rows = Vec::new();
+        for n in [1usize, 16, 256] {
+            if args.only.is_some_and(|only| only != n) {
+                continue;
+            }
+            let (mut chain, mut hop) = (Vec::new(), Vec::new());
+            for _ in 0..args.pairs {
+                let through_proxy = bare(&proxy, n, warmup, measure).await;
+                let one_hop = bare(&echo, n, warmup, measure).await;
+                let s = subject(&subject_cluster.channel, n, warmup, measure).await;
+                chain.push((through_proxy, s));
+                hop.push((one_hop, s));
+            }
+            rows.push(Row::new("P3", &format!("gateway calls, {n} callers"), &chain, Some(0.8)));
+            rows.push(Row::new("P3h", &format!("  vs one-hop echo, {n} callers"), &hop, None));
+        }
+        report(
+            "P3 calls through the gateway (baseline: tonic proxy chain)",
+            &rows,
+            args.json.as_deref(),
+        )
+    })
+}

@@ -1,0 +1,298 @@
+//! `verse gateway`: one gateway member against etcd or the embedded Raft group (reached over
+//! gRPC), serving `gate.GateService` on its gRPC port and `/healthz`, `/readyz` (the gateway's
+//! readiness) and `/metrics` on its HTTP port. Settings: flags (with `VERSE_*` environment
+//! variables) over a TOML file (`--config`, keys as the flags with `_` for `-`) over defaults.
+//! SIGTERM or SIGINT: the gateway turns unready, stops accepting, answers the calls in flight,
+//! deregisters, exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use verse_coord_etcd::{EtcdCoordinator, EtcdOptions};
+use verse_coord_raft::{ClientOptions, RaftAccess, RaftCoordinator, RemoteAccess};
+use verse_core::coordinator::Coordinator;
+use verse_core::{SharedClock, SystemClock};
+use verse_gateway::{GatewayBuilder, GatewayConfig};
+use verse_transport::TcpIncoming;
+
+use crate::config::DEFAULT_LEASE_TTL_SECS;
+use crate::ops;
+
+/// The default gRPC listen address of `verse gateway`.
+pub const DEFAULT_GATEWAY_LISTEN: &str = "127.0.0.1:7000";
+/// The default HTTP listen address of `verse gateway`.
+pub const DEFAULT_GATEWAY_HTTP_LISTEN: &str = "127.0.0.1:7080";
+
+/// Which coordinator a gateway uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayCoordinator {
+    /// etcd.
+    Etcd,
+    /// The embedded Raft group, reached over gRPC.
+    Raft,
+}
+
+/// Flags of `verse gateway`. Each may also come from the TOML file given by `--config`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayArgs {
+    /// A TOML file with any of the settings below (keys as the flags, `_` for `-`).
+    #[arg(long, env = "VERSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This gateway's member id (no `/`) [default: gateway-<host name>].
+    #[arg(long, env = "VERSE_GATEWAY_ID")]
+    pub gateway_id: Option<String>,
+    /// gRPC (gate protocol) listen address [default: 127.0.0.1:7000].
+    #[arg(long, env = "VERSE_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// The address clients reach the gRPC port at [default: the bound address].
+    #[arg(long, env = "VERSE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// HTTP listen address (/healthz, /readyz, /metrics) [default: 127.0.0.1:7080].
+    #[arg(long, env = "VERSE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// The coordinator: `etcd` or `raft`.
+    #[arg(long, env = "VERSE_COORDINATOR")]
+    pub coordinator: Option<GatewayCoordinator>,
+    /// etcd client endpoints, comma-separated (`http://host:port`).
+    #[arg(long, env = "VERSE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// The etcd key prefix of the cluster [default: /verse].
+    #[arg(long, env = "VERSE_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Voter addresses of the Raft group, comma-separated.
+    #[arg(long, env = "VERSE_RAFT_ENDPOINTS", value_delimiter = ',')]
+    pub raft_endpoints: Option<Vec<String>>,
+    /// Lease TTL in seconds [default: 10].
+    #[arg(long, env = "VERSE_LEASE_TTL")]
+    pub lease_ttl: Option<u64>,
+    /// Refuse anonymous calls (every call needs a registered client session).
+    #[arg(long, env = "VERSE_REQUIRE_SESSION")]
+    pub require_session: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    gateway_id: Option<String>,
+    grpc_listen: Option<SocketAddr>,
+    advertise: Option<String>,
+    http_listen: Option<SocketAddr>,
+    coordinator: Option<GatewayCoordinator>,
+    etcd_endpoints: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    raft_endpoints: Option<Vec<String>>,
+    lease_ttl: Option<u64>,
+    require_session: Option<bool>,
+}
+
+/// How the gateway reaches its coordinator, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayCoordinatorSettings {
+    /// etcd.
+    Etcd {
+        /// Client endpoints.
+        endpoints: Vec<String>,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// The Raft group's voters.
+    Raft {
+        /// Voter addresses.
+        endpoints: Vec<String>,
+    },
+}
+
+/// Everything `verse gateway` needs, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Member id.
+    pub gateway_id: String,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// Advertised gRPC address, if given.
+    pub advertise: Option<String>,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Coordinator.
+    pub coordinator: GatewayCoordinatorSettings,
+    /// Lease TTL.
+    pub lease_ttl: Duration,
+    /// No anonymous calls.
+    pub require_session: bool,
+}
+
+impl GatewayArgs {
+    /// Reads the `--config` file, if any, and resolves the settings.
+    pub fn resolve(self) -> anyhow::Result<GatewaySettings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => GatewayFile::default(),
+        };
+        self.merge(file)
+    }
+
+    fn merge(self, file: GatewayFile) -> anyhow::Result<GatewaySettings> {
+        let gateway_id = self.gateway_id.or(file.gateway_id).unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+            format!("gateway-{host}")
+        });
+        if gateway_id.is_empty() || gateway_id.contains('/') {
+            bail!("--gateway-id must be non-empty without '/'");
+        }
+        let parse = |text: &str| text.parse::<SocketAddr>().context("a built-in default address");
+        let grpc_listen = self
+            .grpc_listen
+            .or(file.grpc_listen)
+            .map_or_else(|| parse(DEFAULT_GATEWAY_LISTEN), Ok)?;
+        let http_listen = self
+            .http_listen
+            .or(file.http_listen)
+            .map_or_else(|| parse(DEFAULT_GATEWAY_HTTP_LISTEN), Ok)?;
+        let coordinator = match self.coordinator.or(file.coordinator) {
+            None => bail!("--coordinator is required (etcd or raft)"),
+            Some(GatewayCoordinator::Etcd) => {
+                let endpoints = self.etcd_endpoints.or(file.etcd_endpoints).unwrap_or_default();
+                if endpoints.is_empty() {
+                    bail!("--coordinator etcd needs --etcd-endpoints");
+                }
+                let prefix =
+                    self.etcd_prefix.or(file.etcd_prefix).unwrap_or_else(|| "/verse".into());
+                GatewayCoordinatorSettings::Etcd { endpoints, prefix }
+            }
+            Some(GatewayCoordinator::Raft) => {
+                let endpoints = self.raft_endpoints.or(file.raft_endpoints).unwrap_or_default();
+                if endpoints.is_empty() {
+                    bail!("--coordinator raft needs --raft-endpoints");
+                }
+                GatewayCoordinatorSettings::Raft { endpoints }
+            }
+        };
+        let lease_ttl = self.lease_ttl.or(file.lease_ttl).unwrap_or(DEFAULT_LEASE_TTL_SECS);
+        if lease_ttl == 0 {
+            bail!("--lease-ttl must be positive");
+        }
+        Ok(GatewaySettings {
+            gateway_id,
+            grpc_listen,
+            advertise: self.advertise.or(file.advertise),
+            http_listen,
+            coordinator,
+            lease_ttl: Duration::from_secs(lease_ttl),
+            require_session: self.require_session || file.require_session.unwrap_or(false),
+        })
+    }
+}
+
+/// Runs `verse gateway` until SIGTERM or SIGINT (module docs).
+pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let clock: SharedClock = SystemClock::shared();
+    let coordinator: Arc<dyn Coordinator> = match &settings.coordinator {
+        GatewayCoordinatorSettings::Etcd { endpoints, prefix } => {
+            let mut options = EtcdOptions::new(endpoints.clone(), prefix.clone());
+            options.lease_ttl = settings.lease_ttl;
+            options.clock = clock.clone();
+            Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
+        }
+        GatewayCoordinatorSettings::Raft { endpoints } => {
+            let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::new(endpoints.clone()));
+            Arc::new(RaftCoordinator::new(
+                access,
+                clock.clone(),
+                ClientOptions::new(settings.lease_ttl),
+            ))
+        }
+    };
+    let grpc = TcpIncoming::bind(settings.grpc_listen)
+        .await
+        .with_context(|| format!("binding the gRPC port {}", settings.grpc_listen))?;
+    let grpc_address = grpc.local_addr()?;
+    let http = TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP port {}", settings.http_listen))?;
+    let http_address = http.local_addr()?;
+    let advertise = settings.advertise.clone().unwrap_or_else(|| grpc_address.to_string());
+    let mut config = GatewayConfig::new(settings.gateway_id.clone(), advertise);
+    config.require_session = settings.require_session;
+    let gateway = Arc::new(
+        GatewayBuilder::new(config, coordinator, clock)
+            .start()
+            .await
+            .context("registering the gateway")?,
+    );
+    let stop = CancellationToken::new();
+    let served = tokio::spawn({
+        let gateway = gateway.clone();
+        let stop = stop.clone();
+        async move { gateway.serve(grpc, stop.cancelled_owned()).await }
+    });
+    let ready: ops::ReadyCheck = {
+        let gateway = gateway.clone();
+        Arc::new(move || gateway.readiness())
+    };
+    let http_stop = CancellationToken::new();
+    let http_served = tokio::spawn(ops::serve(http, metrics, ready, http_stop.clone()));
+    tracing::info!(
+        gateway_id = %settings.gateway_id,
+        grpc_address = %grpc_address,
+        http_address = %http_address,
+        "gateway serving (see /readyz)"
+    );
+    crate::dev::wait_for_signal().await?;
+    gateway.stop_accepting();
+    stop.cancel();
+    match served.await {
+        Ok(Err(error)) => tracing::warn!(%error, "gateway server failed"),
+        Err(error) => tracing::warn!(%error, "gateway server task failed"),
+        Ok(Ok(())) => {}
+    }
+    gateway.shutdown().await;
+    http_stop.cancel();
+    match http_served.await {
+        Ok(Err(error)) => tracing::warn!(%error, "HTTP server failed"),
+        Err(error) => tracing::warn!(%error, "HTTP server task failed"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_the_rest() {
+        let file: GatewayFile = toml::from_str(
+            "gateway_id = \"gw-file\"\ncoordinator = \"raft\"\nraft_endpoints = [\"10.0.0.1:7200\"]\nlease_ttl = 4\n",
+        )
+        .expect("valid TOML");
+        let args = GatewayArgs { gateway_id: Some("gw-flag".into()), ..GatewayArgs::default() };
+        let settings = args.merge(file).expect("resolves");
+        assert_eq!(settings.gateway_id, "gw-flag");
+        assert_eq!(settings.grpc_listen.to_string(), DEFAULT_GATEWAY_LISTEN);
+        assert_eq!(settings.lease_ttl, Duration::from_secs(4));
+        assert_eq!(
+            settings.coordinator,
+            GatewayCoordinatorSettings::Raft { endpoints: vec!["10.0.0.1:7200".into()] }
+        );
+        let missing = GatewayArgs::default().merge(GatewayFile::default()).unwrap_err();
+        assert!(missing.to_string().contains("--coordinator"), "{missing}");
+        let slash = GatewayArgs { gateway_id: Some("a/b".into()), ..GatewayArgs::default() };
+        assert!(slash.merge(GatewayFile::default()).is_err());
+        assert!(toml::from_str::<GatewayFile>("nope = 1").is_err(), "unknown keys refused");
+    }
+}

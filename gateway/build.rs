@@ -1,0 +1,18 @@
+//! Compiles `gate.proto` (GoVerse's client protocol) with the vendored protoc; type URLs use the
+//! standard `type.googleapis.com` domain, so the first `Register` item packs as
+//! `type.googleapis.com/gate.RegisterResponse`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    let mut config = tonic_prost_build::Config::new();
+    config.protoc_executable(protoc);
+    config.enable_type_names();
+    config.type_name_domain(["."], "type.googleapis.com");
+    tonic_prost_build::configure().compile_with_config(
+        config,
+        &["proto/gate.proto"],
+        &["proto"],
+    )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! `verse-gateway`: the cluster member clients talk to.
+//!
+//! A gateway registers with the coordinator as a `Gateway` member (it keeps a lease, is never
+//! a placement candidate and hosts no objects), follows the cluster view, and routes clients'
+//! calls, creates and deletes to the owning node over `verse-transport` with the nodes' own
+//! route choice and retry rule ([`verse_core::cluster::Router`]). It keeps one push stream
+//! open to every live node and delivers pushes to client sessions ([`session`]).
+//!
+//! Its client API is GoVerse's `gate.GateService` over gRPC ([`grpc`], `proto/gate.proto`,
+//! `client-protocol.md`), plus `RegisterWithResume`; the wire rules Verse adds are in
+//! `docs/PROTOCOL.md`. Errors map to gRPC statuses in one table ([`status`]).
+//!
+//! Readiness ([`Gateway::readiness`]): the view is younger than `view_stale_after`, at least
+//! one node is live, and the gateway is not stopping.
+
+pub mod grpc;
+mod member;
+pub mod session;
+pub mod status;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use verse_core::cluster::Router;
+use verse_core::coordinator::Coordinator;
+use verse_core::{MemberId, RandomSource, SharedClock};
+use verse_transport::NodeClient;
+
+use crate::member::{Member, ViewSeen};
+use crate::session::{AllowAnonymous, AuthHook, Sessions};
+
+/// The gate protocol (generated from `proto/gate.proto`, package `gate`).
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("gate");
+}
+
+/// How a gateway behaves. Numbers are defaults; tests shorten them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The gateway's member id (no `/`; it prefixes its client ids).
+    pub gateway_id: String,
+    /// The client-facing gRPC address recorded in its member record.
+    pub address: String,
+    /// Calls without a deadline get this one.
+    pub default_deadline: Duration,
+    /// Calls need a client session (no anonymous calls).
+    pub require_session: bool,
+    /// Pushes kept per session (its queue and replay buffer; the oldest drop when full).
+    pub session_buffer: usize,
+    /// How long a disconnected session stays resumable.
+    pub session_grace: Duration,
+    /// Readiness needs a view (a watch event, progress included) younger than this.
+    pub view_stale_after: Duration,
+    /// How long registration waits for an earlier record of this id to expire.
+    pub register_wait: Duration,
+}
+
+impl GatewayConfig {
+    /// Defaults for gateway `gateway_id` reachable at `address`.
+    pub fn new(gateway_id: impl Into<String>, address: impl Into<String>) -> Self {
+        GatewayConfig {
+            gateway_id: gateway_id.into(),
+            address: address.into(),
+            default_deadline: Duration::from_secs(30),
+            require_session: false,
+            session_buffer: 1024,
+            session_grace: Duration::from_secs(30),
+            view_stale_after: Duration::from_secs(10),
+            register_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why a gateway could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is invalid.
+    #[error("invalid gateway configuration: {0}")]
+    Config(String),
+    /// Registration failed.
+    #[error(transparent)]
+    Coordinator(#[from] verse_core::CoordError),
+    /// The gRPC server failed.
+    #[error("gateway server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the service and the member tasks share.
+pub(crate) struct GatewayShared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) router: Arc<Router>,
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) auth: Arc<dyn AuthHook>,
+    pub(crate) clock: SharedClock,
+    pub(crate) rng: RandomSource,
+    pub(crate) stopping: CancellationToken,
+    seen: Arc<ViewSeen>,
+}
+
+impl std::fmt::Debug for GatewayShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayShared").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// A running gateway member (see the crate docs).
+pub struct Gateway {
+    shared: Arc<GatewayShared>,
+    coordinator: Arc<dyn Coordinator>,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Builds a [`Gateway`].
+pub struct GatewayBuilder {
+    config: GatewayConfig,
+    coordinator: Arc<dyn Coordinator>,
+    clock: SharedClock,
+    rng: Option<RandomSource>,
+    auth: Arc<dyn AuthHook>,
+    client: Option<Arc<NodeClient>>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    /// A builder for `config` joining through `coordinator`, on `clock`.
+    pub fn new(
+        config: GatewayConfig,
+        coordinator: Arc<dyn Coordinator>,
+        clock: SharedClock,
+    ) -> Self {
+        GatewayBuilder {
+            config,
+            coordinator,
+            clock,
+            rng: None,
+            auth: Arc::new(AllowAnonymous),
+            client: None,
+        }
+    }
+
+    /// Injects the random source of client ids (default: the operating system's).
+    pub fn rng(mut self, rng: RandomSource) -> Self {
+        self.rng = Some(rng);
+        self
+    }
+
+    /// Injects the authentication hook (default: [`AllowAnonymous`]).
+    pub fn auth(mut self, auth: Arc<dyn AuthHook>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Injects the node-protocol client (default: TCP).
+    pub fn node_client(mut self, client: Arc<NodeClient>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Registers the gateway and starts its member tasks (view, lease, push streams, session
+    /// sweeper). Serve clients with [`Gateway::serve`].
+    ///
+    /// Errors: [`GatewayError::Config`], the coordinator's (registration).
+    pub async fn start(self) -> Result<Gateway, GatewayError> {
+        let config = self.config;
+        if config.gateway_id.is_empty() || config.gateway_id.contains('/') {
+            return Err(GatewayError::Config("gateway_id must be non-empty without '/'".into()));
+        }
+        let rng = self.rng.unwrap_or_else(RandomSource::from_os);
+        let client = self.client.unwrap_or_else(|| Arc::new(NodeClient::new(self.clock.clone())));
+        let router = Arc::new(Router::new(
+            MemberId::from(config.gateway_id.as_str()),
+            client.clone(),
+            self.coordinator.clone(),
+            self.clock.clone(),
+        ));
+        let sessions = Arc::new(Sessions::new(
+            &config.gateway_id,
+            rng.fork(),
+            config.session_buffer,
+            config.session_grace,
+        ));
+        let seen = Arc::new(ViewSeen::default());
+        let member = Arc::new(Member {
+            id: config.gateway_id.clone(),
+            address: config.address.clone(),
+            coordinator: self.coordinator.clone(),
+            router: router.clone(),
+            client,
+            sessions: sessions.clone(),
+            clock: self.clock.clone(),
+            seen: seen.clone(),
+            register_wait: config.register_wait,
+        });
+        member.register().await?;
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (nodes_tx, nodes_rx) = watch::channel(Default::default());
+        tasks.spawn(member.clone().keep_lease(cancel.clone()));
+        tasks.spawn(member.clone().follow_view(nodes_tx, cancel.clone()));
+        tasks.spawn(member.clone().push_streams(nodes_rx, cancel.clone()));
+        tasks.spawn(member.sweep_sessions(cancel.clone()));
+        let shared = Arc::new(GatewayShared {
+            config,
+            router,
+            sessions,
+            auth: self.auth,
+            clock: self.clock,
+            rng,
+            stopping: CancellationToken::new(),
+            seen,
+        });
+        Ok(Gateway { shared, coordinator: self.coordinator, cancel, tasks })
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("id", &self.shared.config.gateway_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The gateway's id.
+    pub fn id(&self) -> &str {
+        &self.shared.config.gateway_id
+    }
+
+    /// The tonic service (`gate.GateService`), to add to a server of the caller's own. The
+    /// binding rule needs each connection tagged ([`grpc::TaggedIo`]); untagged connections
+    /// can make anonymous calls only.
+    pub fn grpc_service(&self) -> proto::gate_service_server::GateServiceServer<grpc::GateGrpc> {
+        proto::gate_service_server::GateServiceServer::new(grpc::GateGrpc {
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Serves `gate.GateService` on connections from `incoming` (each tagged with a
+    /// connection id) until `shutdown` completes; then stops accepting and answers the calls
+    /// in flight (push streams end). HTTP/2 keepalive pings from clients are accepted.
+    pub async fn serve<I, IO, F>(&self, incoming: I, shutdown: F) -> Result<(), GatewayError>
+    where
+        I: Stream<Item = io::Result<IO>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        F: Future<Output = ()> + Send,
+    {
+        let stopping = self.shared.stopping.clone();
+        let signal = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
+        let incoming = incoming.map(|io| io.map(grpc::TaggedIo::new));
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(self.grpc_service())
+            .serve_with_incoming_shutdown(incoming, signal)
+            .await?;
+        Ok(())
+    }
+
+    /// The gateway's readiness: `Ok` when the view is younger than `view_stale_after`, at
+    /// least one node is live and the gateway is not stopping; else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.shared.stopping.is_cancelled() || self.cancel.is_cancelled() {
+            return Err("stopping".into());
+        }
+        let now = self.shared.clock.now();
+        if !self.shared.seen.current(now, self.shared.config.view_stale_after) {
+            return Err("cluster view stale".into());
+        }
+        if self.shared.router.live_nodes().is_empty() {
+            return Err("no live node".into());
+        }
+        Ok(())
+    }
+
+    /// Live sessions (connected or within their grace).
+    pub fn sessions(&self) -> usize {
+        self.shared.sessions.len()
+    }
+
+    /// Turns unready and refuses new calls (`UNAVAILABLE`); serving continues until the
+    /// server's shutdown signal.
+    pub fn stop_accepting(&self) {
+        self.shared.stopping.cancel();
+    }
+
+    /// Stops the member tasks and deregisters (the record and lease go). Stop the server
+    /// first.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.cancel();
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        if let Err(error) = self.coordinator.deregister().await {
+            tracing::warn!(%error, "gateway deregistration failed; the lease will expire");
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! `verse gateway` as a process in a split deployment: a `verse node` process (embedded Raft
+//! voter, example objects) and a `verse gateway` process reaching the Raft group over gRPC; a
+//! client registers, calls the counter and gets a chat-room push through the gateway, which
+//! turns ready, and exits 0 on SIGTERM.
+
+// Tests report broken promises by panicking.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use prost::{Message, Name};
+use prost_types::Any;
+use verse_examples::proto::chat::{ChatMessage, JoinRequest, PostRequest};
+use verse_examples::proto::counter::{CounterResponse, IncrementRequest};
+use verse_gateway::proto::gate_service_client::GateServiceClient;
+use verse_gateway::proto::{CallObjectRequest, Empty, RegisterResponse};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+/// A child process; killed on drop unless it exited.
+struct Process {
+    name: &'static str,
+    child: Child,
+    fields: BTreeMap<String, String>,
+}
+
+impl Process {
+    /// Starts `verse-under-test args…` and waits for a stdout line containing `ready`.
+    fn start(name: &'static str, args: &[&str], ready: &'static str) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_verse-under-test"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("VERSE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn verse-under-test");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{name}] {line}");
+                if line.contains(ready) {
+                    let fields: BTreeMap<String, String> = line
+                        .split_whitespace()
+                        .filter_map(|f| f.split_once('='))
+                        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                        .collect();
+                    let _ = tx.send(fields);
+                }
+            }
+        });
+        let fields = rx.recv_timeout(BOUND).unwrap_or_else(|_| panic!("{name}: no ready line"));
+        Process { name, child, fields }
+    }
+
+    fn field(&self, key: &str) -> String {
+        self.fields
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{}: no {key} in {:?}", self.name, self.fields))
+    }
+
+    fn terminate_and_wait(&mut self) -> bool {
+        // SAFETY: sends a signal to our own child by its pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(started.elapsed() < BOUND, "{} did not exit", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn pack<M: Message + Name>(message: &M) -> Any {
+    Any { type_url: M::type_url(), value: message.encode_to_vec() }
+}
+
+fn call(
+    client_id: &str,
+    object_type: &str,
+    id: &str,
+    method: &str,
+    request: Any,
+) -> CallObjectRequest {
+    CallObjectRequest {
+        client_id: client_id.into(),
+        r#type: object_type.into(),
+        id: id.into(),
+        method: method.into(),
+        request: Some(request),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_process_serves_a_node_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut node = Process::start(
+        "node",
+        &[
+            "node",
+            "--node-id",
+            "n1",
+            "--listen",
+            "127.0.0.1:0",
+            "--ops-listen",
+            "127.0.0.1:0",
+            "--shards",
+            "16",
+            "--lease-ttl",
+            "3",
+            "--drain-timeout",
+            "2",
+            "--coordinator",
+            "raft-voter",
+            "--raft-id",
+            "1",
+            "--raft-listen",
+            "127.0.0.1:0",
+            "--raft-init",
+            "--data-dir",
+            data,
+        ],
+        "ready to serve",
+    );
+    let raft = node.field("raft_address");
+    let mut gateway = Process::start(
+        "gateway",
+        &[
+            "gateway",
+            "--gateway-id",
+            "gw1",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--coordinator",
+            "raft",
+            "--raft-endpoints",
+            &raft,
+            "--lease-ttl",
+            "3",
+        ],
+        "gateway serving",
+    );
+    let grpc = gateway.field("grpc_address");
+    let mut client = GateServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let mut pushes = client.register(Empty {}).await.unwrap().into_inner();
+    let first = pushes.next().await.unwrap().unwrap();
+    let client_id = RegisterResponse::decode(first.value.as_slice()).unwrap().client_id;
+
+    // Calls wait (bounded by their deadline) until the node serves the shard.
+    let started = Instant::now();
+    let response = loop {
+        let increment =
+            call(&client_id, "Counter", "c1", "Increment", pack(&IncrementRequest { amount: 3 }));
+        match client.call_object(increment).await {
+            Ok(response) => break response.into_inner().response.unwrap(),
+            Err(status) => {
+                assert!(started.elapsed() < BOUND, "no answer within {BOUND:?}: {status}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(CounterResponse::decode(response.value.as_slice()).unwrap().value, 3);
+
+    let join =
+        call(&client_id, "ChatRoom", "lobby", "Join", pack(&JoinRequest { user: "a".into() }));
+    client.call_object(join).await.unwrap();
+    let post = call(
+        "",
+        "ChatRoom",
+        "lobby",
+        "Post",
+        pack(&PostRequest { user: "b".into(), text: "hello".into() }),
+    );
+    client.call_object(post).await.unwrap();
+    let pushed = tokio::time::timeout(BOUND, pushes.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(ChatMessage::decode(pushed.value.as_slice()).unwrap().text, "hello");
+
+    drop(pushes);
+    assert!(gateway.terminate_and_wait(), "the gateway exits 0 on SIGTERM");
+    assert!(node.terminate_and_wait(), "the node exits 0 on SIGTERM");
+}
