@@ -83,6 +83,15 @@ pub enum Event {
     Network(String),
     /// A shared-store outage window.
     StoreOutage(String),
+    /// Just before an isolated leader rejoins: the voter leading in its place, if any.
+    LeaderTookOver {
+        /// The isolated leader.
+        old: u64,
+        /// The voter leading now.
+        new: Option<u64>,
+    },
+    /// A node learnt that its lease is gone (it registers again as a new incarnation).
+    LeaseLost(String),
     /// A host's software failed (returned an error): a finding.
     HostError(String, String),
 }

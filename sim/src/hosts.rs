@@ -46,11 +46,13 @@ pub const NODE_PORT: u16 = 7000;
 /// Live voters by Raft id, for the harness to find the leader (weak: a crash drops them).
 pub type VoterRegistry = Arc<Mutex<BTreeMap<u64, Weak<RaftVoter>>>>;
 
-/// The current Raft leader as the running voters see it: a voter that says it leads.
-pub fn current_leader(registry: &VoterRegistry) -> Option<u64> {
+/// The current Raft leader as the running voters see it: a voter that says it leads (other
+/// than `except`, e.g. an isolated old leader that does not know it was replaced).
+pub fn current_leader(registry: &VoterRegistry, except: Option<u64>) -> Option<u64> {
     let voters = registry.lock().unwrap_or_else(|e| e.into_inner());
     voters
         .iter()
+        .filter(|(id, _)| Some(**id) != except)
         .filter_map(|(id, voter)| voter.upgrade().map(|voter| (*id, voter)))
         .find(|(id, voter)| voter.current_leader() == Some(*id))
         .map(|(id, _)| id)
@@ -67,6 +69,23 @@ pub struct HostSettings {
     pub shard_count: u32,
     /// The nodes' lease TTL.
     pub lease_ttl: Duration,
+}
+
+/// The coordinator clients' gRPC settings, scaled to the lease TTL: a request, a connection
+/// attempt and a dead connection's detection each take well under the TTL, so a node whose
+/// voter went silent (isolated, or its connection black-holed) moves to another voter before
+/// its lease runs out. (The defaults, 5 s requests and 5 s + 10 s keepalive, are longer than
+/// the simulation's 2 s TTL.)
+pub fn grpc_config(lease_ttl: Duration) -> GrpcConfig {
+    let quarter = lease_ttl / 4;
+    GrpcConfig {
+        connect_timeout: quarter,
+        request_timeout: quarter,
+        keepalive_interval: quarter,
+        keepalive_timeout: quarter,
+        watch_stall_timeout: lease_ttl,
+        ..GrpcConfig::default()
+    }
 }
 
 impl HostSettings {
@@ -95,7 +114,7 @@ pub async fn run_voter(
     config.database = Some(Arc::new(disk));
     let own = format!("{name}:{RAFT_PORT}");
     let seeds: Vec<String> = settings.voter_addresses().into_iter().filter(|a| *a != own).collect();
-    let network = GrpcNetwork::with_connector(GrpcConfig::default(), seeds, SimConnector);
+    let network = GrpcNetwork::with_connector(grpc_config(settings.lease_ttl), seeds, SimConnector);
     let voter =
         match RaftVoter::start_grpc(config, &network, clock.shared(), Arc::new(InlineExecutor))
             .await
@@ -114,6 +133,11 @@ pub async fn run_voter(
     registry.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Arc::downgrade(&voter));
     history.note(&name, &format!("voter {id} running (fresh disk: {fresh})"));
     if id == 1 && fresh {
+        // Found by seed 101: a fresh voter that asks its peers after voter 1 initialised the
+        // group is refused (`DataMissing`: the check cannot tell "never had data" from "lost
+        // it"), so a group whose voters start together must initialise after all of them have
+        // started. Voters start at time zero; initialise a little later.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let members: Vec<(u64, String)> = (1..).zip(settings.voter_addresses()).collect();
         if let Err(error) = voter.initialize_with_addresses(&members).await {
             host_error(&history, &name, format!("initialize: {error}"));
@@ -176,7 +200,7 @@ pub async fn run_node(parts: NodeParts) {
         let _ = server.serve(listener, std::future::pending::<()>()).await;
     });
     let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::with_connector(
-        GrpcConfig::default(),
+        grpc_config(settings.lease_ttl),
         settings.voter_addresses(),
         SimConnector,
     ));
@@ -209,11 +233,23 @@ pub async fn run_node(parts: NodeParts) {
             Err(error) => return host_error(&history, &name, format!("join: {error}")),
         }
     };
-    history.note(&name, &format!("joined as incarnation {:?}", cluster.me().incarnation));
+    let mut incarnation = cluster.me().incarnation;
+    history.note(&name, &format!("joined as incarnation {}", incarnation.0));
     // The cluster runtime registers again by itself after a lost lease; the node lives as long
-    // as its host.
-    let _cluster = cluster;
-    std::future::pending::<()>().await;
+    // as its host. Lease losses and new incarnations are recorded.
+    let mut lost = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if cluster.lease_lost() && !lost {
+            history.event(sim_now(), &name, Event::LeaseLost(name.clone()));
+        }
+        lost = cluster.lease_lost();
+        let now = cluster.me().incarnation;
+        if now != incarnation {
+            history.note(&name, &format!("registered again as incarnation {}", now.0));
+            incarnation = now;
+        }
+    }
 }
 
 fn error_is_retryable(error: &verse_core::ClusterError) -> bool {

@@ -8,7 +8,8 @@
 //! - [`net`], [`clock`], [`disk`], [`store`]: the simulated parts injected into real code;
 //! - [`hosts`]: voters, nodes and clients assembled as `verse node` assembles them;
 //! - [`faults`]: the seed's fault schedule; [`scenario`]: one seed, end to end;
-//! - [`history`]: what a run records (and its trace); [`checkers`]: the invariants.
+//! - [`history`]: what a run records (and its trace); [`checkers`]: the invariants;
+//! - [`runner`]: many seeds over threads, planted bugs, replay commands.
 
 pub mod checkers;
 pub mod clock;
@@ -17,6 +18,7 @@ pub mod faults;
 pub mod history;
 pub mod hosts;
 pub mod net;
+pub mod runner;
 pub mod scenario;
 pub mod store;
 

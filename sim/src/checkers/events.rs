@@ -1,6 +1,6 @@
 //! Honest seeds: a run counts only if it did something. Each seed must have at least one node
-//! or voter crash, one partition, one handoff (an object served under a new epoch on another
-//! node after it was served elsewhere) and `min_acknowledged` acknowledged increments.
+//! or voter crash, one partition, one handoff (an object's turns moving to another node or
+//! another incarnation: a new epoch) and `min_acknowledged` acknowledged increments.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub struct Counts {
     pub partitions: usize,
     /// Forced Raft leader changes.
     pub leader_changes: usize,
-    /// Objects moving to another node (under a higher epoch).
+    /// Objects moving to another node or incarnation (a new epoch).
     pub handoffs: usize,
     /// Turns run.
     pub turns: usize,
@@ -45,7 +45,7 @@ pub fn count(turns: &[TurnInterval], calls: &[CallRecord], events: &[(Duration, 
     ordered.sort_by_key(|t| t.start);
     for turn in ordered {
         if let Some(previous) = last.insert(turn.object.as_str(), turn)
-            && previous.node != turn.node
+            && (previous.node != turn.node || previous.epoch != turn.epoch)
         {
             counts.handoffs += 1;
         }
