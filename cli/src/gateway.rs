@@ -208,7 +208,8 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
             Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
         }
         GatewayCoordinatorSettings::Raft { endpoints } => {
-            let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::new(endpoints.clone()));
+            let access: Arc<dyn RaftAccess> =
+                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), settings.lease_ttl));
             Arc::new(RaftCoordinator::new(
                 access,
                 clock.clone(),

@@ -24,7 +24,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use verse::prelude::*;
 use verse_coord_etcd::{EtcdCoordinator, EtcdOptions};
-use verse_coord_raft::{ClientOptions, GrpcNetwork, RaftAccess, RaftCoordinator, RaftVoter};
+use verse_coord_raft::{
+    ClientOptions, GrpcConfig, GrpcNetwork, RaftAccess, RaftCoordinator, RaftVoter,
+};
 use verse_coord_raft::{RemoteAccess, VoterConfig, VoterServer};
 use verse_core::coordinator::ConnectionHealth;
 use verse_core::store::DEFAULT_TOMBSTONE_RETENTION;
@@ -297,7 +299,8 @@ async fn coordinator(
             Ok((Arc::new(etcd), None))
         }
         CoordinatorSettings::Raft { endpoints } => {
-            let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::new(endpoints.clone()));
+            let access: Arc<dyn RaftAccess> =
+                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), ttl));
             let client = RaftCoordinator::new(access, clock.clone(), ClientOptions::new(ttl));
             Ok((Arc::new(client), None))
         }
@@ -330,7 +333,11 @@ async fn start_voter(
     let seeds = peers.iter().filter(|(peer, _)| *peer != id).map(|(_, a)| a.clone()).collect();
     create_dir(&settings.data_dir)?;
     let config = VoterConfig::new(id, settings.data_dir.join(format!("raft-{id}.redb")));
-    let network = GrpcNetwork::new(seeds);
+    let network = GrpcNetwork::with_connector(
+        GrpcConfig::for_lease_ttl(settings.lease_ttl),
+        seeds,
+        verse_coord_raft::TcpConnector,
+    );
     let voter = RaftVoter::start_grpc(
         config,
         &network,
