@@ -31,6 +31,60 @@ use crate::proto::{
 use crate::session::{Attachment, ConnectionId, Credentials, Principal, ResumeError};
 use crate::status::{GateError, reliable_status, to_status};
 
+/// The gate protocol's codec: prost's, except that a message that does not decode is
+/// `INVALID_ARGUMENT` "malformed message: …" (malformed input, `client-protocol.md`) instead
+/// of tonic's default `INTERNAL`. Messages above `GatewayConfig::grpc_max_message` never reach
+/// it: tonic refuses them with `OUT_OF_RANGE`.
+#[derive(Debug, Clone)]
+pub struct GateCodec<T, U>(tonic_prost::ProstCodec<T, U>);
+
+impl<T, U> Default for GateCodec<T, U> {
+    fn default() -> Self {
+        GateCodec(tonic_prost::ProstCodec::default())
+    }
+}
+
+impl<T, U> tonic::codec::Codec for GateCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = GateDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        GateDecoder(self.0.decoder())
+    }
+}
+
+/// [`GateCodec`]'s decoder.
+#[derive(Debug, Clone)]
+pub struct GateDecoder<U>(tonic_prost::ProstDecoder<U>);
+
+impl<U: Message + Default> tonic::codec::Decoder for GateDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        self.0.decode(buf).map_err(|status| {
+            Status::invalid_argument(format!("malformed message: {}", status.message()))
+        })
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        self.0.buffer_settings()
+    }
+}
+
 /// The message of the binding rule's refusal.
 pub const NOT_BOUND: &str = "client id not bound to this connection";
 

@@ -65,6 +65,12 @@ pub struct GatewayConfig {
     pub register_wait: Duration,
     /// An idle SSE stream gets a `heartbeat` event this often.
     pub heartbeat_interval: Duration,
+    /// The largest HTTP request body read (bytes; 4 MiB): a larger call body is 400
+    /// `INVALID_BODY`.
+    pub http_body_limit: usize,
+    /// The largest gRPC request message decoded (bytes; 4 MiB): a larger one is
+    /// `OUT_OF_RANGE`.
+    pub grpc_max_message: usize,
 }
 
 impl GatewayConfig {
@@ -80,6 +86,8 @@ impl GatewayConfig {
             view_stale_after: Duration::from_secs(10),
             register_wait: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            http_body_limit: 4 * 1024 * 1024,
+            grpc_max_message: 4 * 1024 * 1024,
         }
     }
 }
@@ -253,6 +261,7 @@ impl Gateway {
         proto::gate_service_server::GateServiceServer::new(grpc::GateGrpc {
             shared: self.shared.clone(),
         })
+        .max_decoding_message_size(self.shared.config.grpc_max_message)
     }
 
     /// Serves `gate.GateService` on connections from `incoming` (each tagged with a

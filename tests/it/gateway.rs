@@ -69,7 +69,8 @@ pub(crate) struct Cluster {
     gateway: Arc<Gateway>,
     gateway_server: (oneshot::Sender<()>, JoinHandle<()>),
     http_server: (oneshot::Sender<()>, JoinHandle<()>),
-    address: String,
+    /// The gateway's gRPC address.
+    pub(crate) address: String,
     /// The gateway's HTTP address.
     pub(crate) http: String,
 }
@@ -154,6 +155,9 @@ impl Cluster {
         let address = incoming.local_addr().unwrap().to_string();
         let mut config = GatewayConfig::new("gw1", address.clone());
         config.heartbeat_interval = Duration::from_millis(300);
+        // Small limits, so the bad-input table's oversized bodies stay small.
+        config.http_body_limit = 64 * 1024;
+        config.grpc_max_message = 64 * 1024;
         let gateway = Arc::new(
             GatewayBuilder::new(config, coordinator(&clock), clock)
                 .auth(Arc::new(TestAuth))

@@ -116,6 +116,7 @@ pub(crate) fn router(shared: Arc<GatewayShared>) -> Router {
         )
         .route("/api/v1/events/stream", get(events).options(preflight).fallback(method_not_allowed))
         .fallback(invalid_path)
+        .layer(axum::extract::DefaultBodyLimit::max(shared.config.http_body_limit))
         .layer(axum::middleware::map_response(cors))
         .with_state(shared)
 }
@@ -236,14 +237,34 @@ fn serving(shared: &GatewayShared, operation: Operation) -> Result<(), HttpError
     Ok(())
 }
 
+/// An empty path segment (`/api/v1/objects/delete//id`): 400 `INVALID_PARAMETERS`.
+fn non_empty(operation: &str, segments: &[&str]) -> Result<(), HttpError> {
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETERS",
+            format!(
+                "{operation} requires a type and an id{}",
+                if segments.len() > 2 { " and a method" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn path_error(rejection: PathRejection) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("invalid path: {rejection}"))
 }
 
 /// Parses `{"request": "<base64 Any>"}`.
 fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
-    let body = body.map_err(|e| {
-        HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("unreadable body: {e}"))
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", "request body too large")
+        }
+        e => {
+            HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("unreadable body: {e}"))
+        }
     })?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("invalid json: {e}"))
@@ -279,6 +300,7 @@ async fn call(
 ) -> Result<Response, HttpError> {
     serving(&shared, Operation::Call)?;
     let Path((object_type, id, method)) = path.map_err(path_error)?;
+    non_empty("call", &[&object_type, &id, &method])?;
     let identity = identity(&shared, &headers)?;
     let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
     shared
@@ -308,6 +330,7 @@ async fn create(
 ) -> Result<Response, HttpError> {
     serving(&shared, Operation::Create)?;
     let Path((object_type, id)) = path.map_err(path_error)?;
+    non_empty("create", &[&object_type, &id])?;
     principal(&shared, &headers)?;
     let deadline = shared.clock.now() + shared.config.default_deadline;
     shared
@@ -325,6 +348,7 @@ async fn delete(
 ) -> Result<Response, HttpError> {
     serving(&shared, Operation::Delete)?;
     let Path((object_type, id)) = path.map_err(path_error)?;
+    non_empty("delete", &[&object_type, &id])?;
     principal(&shared, &headers)?;
     let deadline = shared.clock.now() + shared.config.default_deadline;
     shared
