@@ -8,6 +8,8 @@
 //! `EventSource` does it by itself) within the session grace resumes the session (the
 //! `register` event carries the same client id) and replays the pushes after `seq`.
 
+mod ws;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -115,6 +117,7 @@ pub(crate) fn router(shared: Arc<GatewayShared>) -> Router {
             post(delete).options(preflight).fallback(method_not_allowed),
         )
         .route("/api/v1/events/stream", get(events).options(preflight).fallback(method_not_allowed))
+        .route("/v1/ws", get(ws::upgrade).options(preflight).fallback(method_not_allowed))
         .fallback(invalid_path)
         .layer(axum::extract::DefaultBodyLimit::max(shared.config.http_body_limit))
         .layer(axum::middleware::map_response(cors))
@@ -272,6 +275,11 @@ fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
     let encoded = json.get("request").and_then(serde_json::Value::as_str).ok_or_else(|| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", "body needs a \"request\" string")
     })?;
+    decode_any(encoded)
+}
+
+/// Decodes the standard base64 of a serialized `Any` with a type URL.
+fn decode_any(encoded: &str) -> Result<Any, HttpError> {
     let bytes = STANDARD.decode(encoded).map_err(|e| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BASE64", format!("invalid base64: {e}"))
     })?;
@@ -292,6 +300,28 @@ fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
     Ok(any)
 }
 
+/// Routes one call with the gateway's default deadline.
+async fn route_call(
+    shared: &GatewayShared,
+    identity: CallerIdentity,
+    object_type: String,
+    id: String,
+    method: String,
+    request: Any,
+) -> Result<Any, HttpError> {
+    let call = RoutedCall {
+        object_type,
+        id,
+        method,
+        request: EncodedMessage { type_url: request.type_url, value: request.value.into() },
+        deadline: shared.clock.now() + shared.config.default_deadline,
+        identity: Some(identity),
+        idempotent: false,
+    };
+    let response = shared.router.call(call).await.map_err(|e| call_error(Operation::Call, &e))?;
+    Ok(Any { type_url: response.type_url, value: response.value.to_vec() })
+}
+
 async fn call(
     State(shared): State<Arc<GatewayShared>>,
     path: Result<Path<(String, String, String)>, PathRejection>,
@@ -308,17 +338,7 @@ async fn call(
         .authorize_call(&principal, &object_type, &id, &method)
         .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
     let request = request_any(body)?;
-    let call = RoutedCall {
-        object_type,
-        id,
-        method,
-        request: EncodedMessage { type_url: request.type_url, value: request.value.into() },
-        deadline: shared.clock.now() + shared.config.default_deadline,
-        identity: Some(identity),
-        idempotent: false,
-    };
-    let response = shared.router.call(call).await.map_err(|e| call_error(Operation::Call, &e))?;
-    let any = Any { type_url: response.type_url, value: response.value.to_vec() };
+    let any = route_call(&shared, identity, object_type, id, method, request).await?;
     let body = serde_json::json!({ "response": STANDARD.encode(any.encode_to_vec()) });
     Ok(json_response(StatusCode::OK, &body))
 }
