@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status};
 use verse_core::cluster::RoutedCall;
 use verse_core::{CallerIdentity, EncodedMessage};
 
-use crate::GatewayShared;
 use crate::proto::gate_service_server::GateService;
 use crate::proto::{
     CallObjectRequest, CallObjectResponse, CreateObjectRequest, CreateObjectResponse,
@@ -30,6 +29,7 @@ use crate::proto::{
 };
 use crate::session::{Attachment, ConnectionId, Credentials, Principal, ResumeError};
 use crate::status::{GateError, reliable_status, to_status};
+use crate::{Bind, GatewayShared};
 
 /// The gate protocol's codec: prost's, except that a message that does not decode is
 /// `INVALID_ARGUMENT` "malformed message: …" (malformed input, `client-protocol.md`) instead
@@ -87,6 +87,9 @@ impl<U: Message + Default> tonic::codec::Decoder for GateDecoder<U> {
 
 /// The message of the binding rule's refusal.
 pub const NOT_BOUND: &str = "client id not bound to this connection";
+
+/// The message of the binding rule's refusal under `Bind::Principal`.
+pub const NOT_BOUND_PRINCIPAL: &str = "client id not bound to this principal";
 
 /// An accepted connection tagged with its [`ConnectionId`].
 #[derive(Debug)]
@@ -213,7 +216,8 @@ impl GateGrpc {
     }
 
     /// The caller identity of a call: anonymous (empty id, unless sessions are required) or
-    /// the session bound to this connection.
+    /// the session bound to this connection (`Bind::Connection`) or to the call's
+    /// authenticated principal (`Bind::Principal`).
     fn identity(
         &self,
         client_id: &str,
@@ -233,17 +237,24 @@ impl GateGrpc {
             });
         }
         let session = self.shared.sessions.get(client_id);
-        match (session, connection) {
-            (Some(session), Some(connection)) if session.bound_to(connection) => {
-                Ok(CallerIdentity {
-                    client_id: Some(session.client_id().to_owned()),
-                    principal: session.principal().name.clone(),
-                    roles: session.principal().roles.clone(),
-                })
-            }
+        let bound = match (&session, self.shared.config.bind) {
+            (None, _) => false,
+            (Some(session), Bind::Connection) => connection.is_some_and(|c| session.bound_to(c)),
+            (Some(session), Bind::Principal) => &self.principal(metadata)? == session.principal(),
+        };
+        match session {
+            Some(session) if bound => Ok(CallerIdentity {
+                client_id: Some(session.client_id().to_owned()),
+                principal: session.principal().name.clone(),
+                roles: session.principal().roles.clone(),
+            }),
             _ => {
                 metrics::counter!("verse_gateway_binding_refused_total").increment(1);
-                Err(GateError::PermissionDenied(NOT_BOUND.into()))
+                let message = match self.shared.config.bind {
+                    Bind::Connection => NOT_BOUND,
+                    Bind::Principal => NOT_BOUND_PRINCIPAL,
+                };
+                Err(GateError::PermissionDenied(message.into()))
             }
         }
     }

@@ -44,6 +44,20 @@ pub mod proto {
     tonic::include_proto!("gate");
 }
 
+/// How a non-empty `CallObjectRequest.client_id` is checked (`client-protocol.md`, binding
+/// rules; `gateway.bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bind {
+    /// The session's `Register` stream is open on the call's HTTP/2 connection (the default;
+    /// GoVerse's clients use one channel, hence one connection).
+    #[default]
+    Connection,
+    /// The call authenticates (its metadata, through the [`session::AuthHook`]) as the
+    /// session's principal, and the session is live: for gateways behind an L7 proxy, which
+    /// spreads one client's calls over several connections.
+    Principal,
+}
+
 /// How a gateway behaves. Numbers are defaults; tests shorten them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -55,6 +69,8 @@ pub struct GatewayConfig {
     pub default_deadline: Duration,
     /// Calls need a client session (no anonymous calls).
     pub require_session: bool,
+    /// The gRPC binding rule of client ids ([`Bind`]).
+    pub bind: Bind,
     /// Pushes kept per session (its queue and replay buffer; the oldest drop when full).
     pub session_buffer: usize,
     /// How long a disconnected session stays resumable.
@@ -81,6 +97,7 @@ impl GatewayConfig {
             address: address.into(),
             default_deadline: Duration::from_secs(30),
             require_session: false,
+            bind: Bind::Connection,
             session_buffer: 1024,
             session_grace: Duration::from_secs(30),
             view_stale_after: Duration::from_secs(10),
