@@ -100,6 +100,8 @@ enum Input {
 enum Answer {
     /// An HTTP error: status and GoVerse code.
     HttpError(u16, &'static str),
+    /// An HTTP error whose message contains this text.
+    HttpErrorSaying(u16, &'static str, &'static str),
     /// HTTP 200 with a `CounterResponse` naming this (decoded) object id.
     HttpCounter(&'static str),
     /// A gRPC status code.
@@ -272,6 +274,16 @@ async fn bad_input_gets_its_documented_answer_and_the_gateway_keeps_serving() {
             answer: Answer::HttpCounter("anon"),
         },
         Row {
+            name: "http: an unknown X-Client-ID is not a session (the room refuses the join)",
+            input: Input::Http {
+                method: "POST",
+                path: "/api/v1/objects/call/ChatRoom/anonroom/Join".into(),
+                headers: vec![("X-Client-ID", "gw1/0123456789abcdef0123456789abcdef".into())],
+                body: body_of(&verse_examples::proto::chat::JoinRequest { user: "x".into() }),
+            },
+            answer: Answer::HttpErrorSaying(500, "CALL_FAILED", "needs a client session"),
+        },
+        Row {
             name: "grpc: malformed protobuf inside the Any",
             input: Input::GrpcCall(call("", "Counter", "bad", "Increment", garbage_inner.clone())),
             answer: Answer::Grpc(Code::InvalidArgument),
@@ -336,6 +348,16 @@ async fn bad_input_gets_its_documented_answer_and_the_gateway_keeps_serving() {
                             reply.body
                         );
                         assert!(reply.json()["error"].is_string(), "{name}: {}", reply.body);
+                    }
+                    Answer::HttpErrorSaying(status, code, text) => {
+                        assert_eq!(
+                            (reply.status, reply.json()["code"].as_str()),
+                            (status, Some(code)),
+                            "{name}: {}",
+                            reply.body
+                        );
+                        let message = reply.json()["error"].as_str().unwrap().to_owned();
+                        assert!(message.contains(text), "{name}: {message}");
                     }
                     Answer::HttpCounter(id) => {
                         let counter: CounterResponse = response_of(&reply);
