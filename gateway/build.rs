@@ -8,7 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc);
     config.enable_type_names();
     config.type_name_domain(["."], "type.googleapis.com");
-    tonic_prost_build::configure().compile_with_config(
+    // Requests that do not decode are INVALID_ARGUMENT (the protocol's "malformed input"),
+    // not tonic's default INTERNAL: `grpc::GateCodec`.
+    tonic_prost_build::configure().codec_path("crate::grpc::GateCodec").compile_with_config(
         config,
         &["proto/gate.proto"],
         &["proto"],

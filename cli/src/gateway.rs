@@ -18,7 +18,7 @@ use verse_coord_etcd::{EtcdCoordinator, EtcdOptions};
 use verse_coord_raft::{ClientOptions, RaftAccess, RaftCoordinator, RemoteAccess};
 use verse_core::coordinator::Coordinator;
 use verse_core::{SharedClock, SystemClock};
-use verse_gateway::{GatewayBuilder, GatewayConfig};
+use verse_gateway::{Bind, GatewayBuilder, GatewayConfig};
 use verse_transport::TcpIncoming;
 
 use crate::config::DEFAULT_LEASE_TTL_SECS;
@@ -37,6 +37,17 @@ pub enum GatewayCoordinator {
     Etcd,
     /// The embedded Raft group, reached over gRPC.
     Raft,
+}
+
+/// How the gateway checks a gRPC call's client id (`gateway.bind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GatewayBind {
+    /// The session's `Register` stream is open on the call's connection.
+    #[default]
+    Connection,
+    /// The call authenticates as the session's principal (behind an L7 proxy).
+    Principal,
 }
 
 /// Flags of `verse gateway`. Each may also come from the TOML file given by `--config`.
@@ -75,6 +86,10 @@ pub struct GatewayArgs {
     /// Refuse anonymous calls (every call needs a registered client session).
     #[arg(long, env = "VERSE_REQUIRE_SESSION")]
     pub require_session: bool,
+    /// The gRPC binding rule of client ids: `connection` or `principal` (behind an L7
+    /// proxy) [default: connection].
+    #[arg(long, env = "VERSE_BIND")]
+    pub bind: Option<GatewayBind>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +105,7 @@ struct GatewayFile {
     raft_endpoints: Option<Vec<String>>,
     lease_ttl: Option<u64>,
     require_session: Option<bool>,
+    bind: Option<GatewayBind>,
 }
 
 /// How the gateway reaches its coordinator, resolved.
@@ -126,6 +142,8 @@ pub struct GatewaySettings {
     pub lease_ttl: Duration,
     /// No anonymous calls.
     pub require_session: bool,
+    /// The gRPC binding rule of client ids.
+    pub bind: GatewayBind,
 }
 
 impl GatewayArgs {
@@ -190,6 +208,7 @@ impl GatewayArgs {
             coordinator,
             lease_ttl: Duration::from_secs(lease_ttl),
             require_session: self.require_session || file.require_session.unwrap_or(false),
+            bind: self.bind.or(file.bind).unwrap_or_default(),
         })
     }
 }
@@ -228,6 +247,10 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
     let advertise = settings.advertise.clone().unwrap_or_else(|| grpc_address.to_string());
     let mut config = GatewayConfig::new(settings.gateway_id.clone(), advertise);
     config.require_session = settings.require_session;
+    config.bind = match settings.bind {
+        GatewayBind::Connection => Bind::Connection,
+        GatewayBind::Principal => Bind::Principal,
+    };
     let gateway = Arc::new(
         GatewayBuilder::new(config, coordinator, clock)
             .start()
@@ -301,5 +324,18 @@ mod tests {
         let slash = GatewayArgs { gateway_id: Some("a/b".into()), ..GatewayArgs::default() };
         assert!(slash.merge(GatewayFile::default()).is_err());
         assert!(toml::from_str::<GatewayFile>("nope = 1").is_err(), "unknown keys refused");
+        assert_eq!(settings.bind, GatewayBind::Connection, "the default binding rule");
+        let raft = "coordinator = \"raft\"\nraft_endpoints = [\"a:1\"]\n";
+        let file: GatewayFile =
+            toml::from_str(&format!("{raft}bind = \"principal\"\n")).expect("valid TOML");
+        assert_eq!(
+            GatewayArgs::default().merge(file).expect("resolves").bind,
+            GatewayBind::Principal
+        );
+        let file: GatewayFile =
+            toml::from_str(&format!("{raft}bind = \"principal\"\n")).expect("valid TOML");
+        let flag = GatewayArgs { bind: Some(GatewayBind::Connection), ..GatewayArgs::default() };
+        assert_eq!(flag.merge(file).expect("resolves").bind, GatewayBind::Connection);
+        assert!(toml::from_str::<GatewayFile>("bind = \"nope\"").is_err());
     }
 }

@@ -21,7 +21,6 @@ use tonic::{Request, Response, Status};
 use verse_core::cluster::RoutedCall;
 use verse_core::{CallerIdentity, EncodedMessage};
 
-use crate::GatewayShared;
 use crate::proto::gate_service_server::GateService;
 use crate::proto::{
     CallObjectRequest, CallObjectResponse, CreateObjectRequest, CreateObjectResponse,
@@ -30,9 +29,67 @@ use crate::proto::{
 };
 use crate::session::{Attachment, ConnectionId, Credentials, Principal, ResumeError};
 use crate::status::{GateError, reliable_status, to_status};
+use crate::{Bind, GatewayShared};
+
+/// The gate protocol's codec: prost's, except that a message that does not decode is
+/// `INVALID_ARGUMENT` "malformed message: …" (malformed input, `client-protocol.md`) instead
+/// of tonic's default `INTERNAL`. Messages above `GatewayConfig::grpc_max_message` never reach
+/// it: tonic refuses them with `OUT_OF_RANGE`.
+#[derive(Debug, Clone)]
+pub struct GateCodec<T, U>(tonic_prost::ProstCodec<T, U>);
+
+impl<T, U> Default for GateCodec<T, U> {
+    fn default() -> Self {
+        GateCodec(tonic_prost::ProstCodec::default())
+    }
+}
+
+impl<T, U> tonic::codec::Codec for GateCodec<T, U>
+where
+    T: Message + Send + 'static,
+    U: Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = GateDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        self.0.encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        GateDecoder(self.0.decoder())
+    }
+}
+
+/// [`GateCodec`]'s decoder.
+#[derive(Debug, Clone)]
+pub struct GateDecoder<U>(tonic_prost::ProstDecoder<U>);
+
+impl<U: Message + Default> tonic::codec::Decoder for GateDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Self::Item>, Self::Error> {
+        self.0.decode(buf).map_err(|status| {
+            Status::invalid_argument(format!("malformed message: {}", status.message()))
+        })
+    }
+
+    fn buffer_settings(&self) -> tonic::codec::BufferSettings {
+        self.0.buffer_settings()
+    }
+}
 
 /// The message of the binding rule's refusal.
 pub const NOT_BOUND: &str = "client id not bound to this connection";
+
+/// The message of the binding rule's refusal under `Bind::Principal`.
+pub const NOT_BOUND_PRINCIPAL: &str = "client id not bound to this principal";
 
 /// An accepted connection tagged with its [`ConnectionId`].
 #[derive(Debug)]
@@ -159,7 +216,8 @@ impl GateGrpc {
     }
 
     /// The caller identity of a call: anonymous (empty id, unless sessions are required) or
-    /// the session bound to this connection.
+    /// the session bound to this connection (`Bind::Connection`) or to the call's
+    /// authenticated principal (`Bind::Principal`).
     fn identity(
         &self,
         client_id: &str,
@@ -179,17 +237,24 @@ impl GateGrpc {
             });
         }
         let session = self.shared.sessions.get(client_id);
-        match (session, connection) {
-            (Some(session), Some(connection)) if session.bound_to(connection) => {
-                Ok(CallerIdentity {
-                    client_id: Some(session.client_id().to_owned()),
-                    principal: session.principal().name.clone(),
-                    roles: session.principal().roles.clone(),
-                })
-            }
+        let bound = match (&session, self.shared.config.bind) {
+            (None, _) => false,
+            (Some(session), Bind::Connection) => connection.is_some_and(|c| session.bound_to(c)),
+            (Some(session), Bind::Principal) => &self.principal(metadata)? == session.principal(),
+        };
+        match session {
+            Some(session) if bound => Ok(CallerIdentity {
+                client_id: Some(session.client_id().to_owned()),
+                principal: session.principal().name.clone(),
+                roles: session.principal().roles.clone(),
+            }),
             _ => {
                 metrics::counter!("verse_gateway_binding_refused_total").increment(1);
-                Err(GateError::PermissionDenied(NOT_BOUND.into()))
+                let message = match self.shared.config.bind {
+                    Bind::Connection => NOT_BOUND,
+                    Bind::Principal => NOT_BOUND_PRINCIPAL,
+                };
+                Err(GateError::PermissionDenied(message.into()))
             }
         }
     }

@@ -44,6 +44,20 @@ pub mod proto {
     tonic::include_proto!("gate");
 }
 
+/// How a non-empty `CallObjectRequest.client_id` is checked (`client-protocol.md`, binding
+/// rules; `gateway.bind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bind {
+    /// The session's `Register` stream is open on the call's HTTP/2 connection (the default;
+    /// GoVerse's clients use one channel, hence one connection).
+    #[default]
+    Connection,
+    /// The call authenticates (its metadata, through the [`session::AuthHook`]) as the
+    /// session's principal, and the session is live: for gateways behind an L7 proxy, which
+    /// spreads one client's calls over several connections.
+    Principal,
+}
+
 /// How a gateway behaves. Numbers are defaults; tests shorten them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
@@ -55,6 +69,8 @@ pub struct GatewayConfig {
     pub default_deadline: Duration,
     /// Calls need a client session (no anonymous calls).
     pub require_session: bool,
+    /// The gRPC binding rule of client ids ([`Bind`]).
+    pub bind: Bind,
     /// Pushes kept per session (its queue and replay buffer; the oldest drop when full).
     pub session_buffer: usize,
     /// How long a disconnected session stays resumable.
@@ -65,6 +81,12 @@ pub struct GatewayConfig {
     pub register_wait: Duration,
     /// An idle SSE stream gets a `heartbeat` event this often.
     pub heartbeat_interval: Duration,
+    /// The largest HTTP request body read (bytes; 4 MiB): a larger call body is 400
+    /// `INVALID_BODY`.
+    pub http_body_limit: usize,
+    /// The largest gRPC request message decoded (bytes; 4 MiB): a larger one is
+    /// `OUT_OF_RANGE`.
+    pub grpc_max_message: usize,
 }
 
 impl GatewayConfig {
@@ -75,11 +97,14 @@ impl GatewayConfig {
             address: address.into(),
             default_deadline: Duration::from_secs(30),
             require_session: false,
+            bind: Bind::Connection,
             session_buffer: 1024,
             session_grace: Duration::from_secs(30),
             view_stale_after: Duration::from_secs(10),
             register_wait: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(30),
+            http_body_limit: 4 * 1024 * 1024,
+            grpc_max_message: 4 * 1024 * 1024,
         }
     }
 }
@@ -253,6 +278,7 @@ impl Gateway {
         proto::gate_service_server::GateServiceServer::new(grpc::GateGrpc {
             shared: self.shared.clone(),
         })
+        .max_decoding_message_size(self.shared.config.grpc_max_message)
     }
 
     /// Serves `gate.GateService` on connections from `incoming` (each tagged with a

@@ -33,7 +33,7 @@ use verse_gateway::proto::{
     ReliableCallObjectRequest, ResumeRequest,
 };
 use verse_gateway::session::{AuthHook, Credentials, Principal};
-use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
+use verse_gateway::{Bind, Gateway, GatewayBuilder, GatewayConfig};
 use verse_transport::{NodeClient, NodeServer, PushHub, TcpIncoming};
 
 const SHARDS: u32 = 16;
@@ -69,7 +69,8 @@ pub(crate) struct Cluster {
     gateway: Arc<Gateway>,
     gateway_server: (oneshot::Sender<()>, JoinHandle<()>),
     http_server: (oneshot::Sender<()>, JoinHandle<()>),
-    address: String,
+    /// The gateway's gRPC address.
+    pub(crate) address: String,
     /// The gateway's HTTP address.
     pub(crate) http: String,
 }
@@ -94,6 +95,11 @@ impl AuthHook for TestAuth {
 
 impl Cluster {
     pub(crate) async fn start() -> Cluster {
+        Cluster::start_with(|_| {}).await
+    }
+
+    /// A cluster whose gateway configuration `configure` adjusts.
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut GatewayConfig)) -> Cluster {
         let clock: SharedClock = SystemClock::shared();
         let dir = tempfile::tempdir().unwrap();
         let mut voter_config = VoterConfig::new(1, dir.path().join("voter-1.redb"));
@@ -154,6 +160,10 @@ impl Cluster {
         let address = incoming.local_addr().unwrap().to_string();
         let mut config = GatewayConfig::new("gw1", address.clone());
         config.heartbeat_interval = Duration::from_millis(300);
+        // Small limits, so the bad-input table's oversized bodies stay small.
+        config.http_body_limit = 64 * 1024;
+        config.grpc_max_message = 64 * 1024;
+        configure(&mut config);
         let gateway = Arc::new(
             GatewayBuilder::new(config, coordinator(&clock), clock)
                 .auth(Arc::new(TestAuth))
@@ -441,5 +451,56 @@ async fn a_session_resumes_with_its_last_sequence_number() {
     let id = RegisterResponse::decode(first.item.unwrap().value.as_slice()).unwrap().client_id;
     assert_ne!(id, client_id);
     drop((resumed, third, fresh));
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_principal_accepts_the_sessions_principal_on_any_connection() {
+    let cluster = Cluster::start_with(|config| config.bind = Bind::Principal).await;
+    let as_principal = |name: &str, message: CallObjectRequest| {
+        let mut request = tonic::Request::new(message);
+        let bearer = format!("Bearer {name}");
+        request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+        request
+    };
+    let mut register = tonic::Request::new(Empty {});
+    register.metadata_mut().insert("authorization", "Bearer alice".parse().unwrap());
+    let mut pushes = cluster.client().await.register(register).await.unwrap().into_inner();
+    let first = next_item(&mut pushes).await;
+    let client_id = RegisterResponse::decode(first.value.as_slice()).unwrap().client_id;
+
+    // Another connection (as behind an L7 proxy), same principal: the call is alice's
+    // session's, so joining makes the room push to her Register stream.
+    let mut elsewhere = cluster.client().await;
+    let join = call(&client_id, "ChatRoom", "l7", "Join", pack(&JoinRequest { user: "a".into() }));
+    elsewhere.call_object(as_principal("alice", join)).await.unwrap();
+    let post = call(
+        "",
+        "ChatRoom",
+        "l7",
+        "Post",
+        pack(&PostRequest { user: "b".into(), text: "via proxy".into() }),
+    );
+    elsewhere.call_object(post).await.unwrap();
+    let pushed = next_item(&mut pushes).await;
+    assert_eq!(ChatMessage::decode(pushed.value.as_slice()).unwrap().text, "via proxy");
+
+    // Another principal, no credentials, or an unknown id: PERMISSION_DENIED.
+    let get = || call(&client_id, "Counter", "l7", "Get", pack(&GetRequest {}));
+    for request in [as_principal("mallory", get()), tonic::Request::new(get())] {
+        let status = elsewhere.call_object(request).await.unwrap_err();
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::PermissionDenied, "client id not bound to this principal")
+        );
+    }
+    let unknown =
+        call("gw1/0123456789abcdef0123456789abcdef", "Counter", "l7", "Get", pack(&GetRequest {}));
+    let status = elsewhere.call_object(as_principal("alice", unknown)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    // Refused credentials are UNAUTHENTICATED, as on Register.
+    let status = elsewhere.call_object(as_principal("reject", get())).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    drop(pushes);
     cluster.stop().await;
 }

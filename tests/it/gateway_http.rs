@@ -22,10 +22,10 @@ use crate::gateway::Cluster;
 
 const BOUND: Duration = Duration::from_secs(30);
 
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
@@ -33,12 +33,12 @@ impl Reply {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
     }
 
     /// Asserts an error reply: status, GoVerse code, JSON content type.
-    fn assert_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(
             (self.status, self.json()["code"].as_str()),
             (status, Some(code)),
@@ -49,7 +49,7 @@ impl Reply {
     }
 }
 
-async fn request(
+pub(crate) async fn request(
     address: &str,
     method: &str,
     path: &str,
@@ -75,12 +75,12 @@ async fn request(
     Reply { status, headers, body: body.to_owned() }
 }
 
-fn body_of<M: Message + Name>(message: &M) -> String {
+pub(crate) fn body_of<M: Message + Name>(message: &M) -> String {
     let any = Any { type_url: M::type_url(), value: message.encode_to_vec() };
     serde_json::json!({ "request": STANDARD.encode(any.encode_to_vec()) }).to_string()
 }
 
-fn response_of<M: Message + Default>(reply: &Reply) -> M {
+pub(crate) fn response_of<M: Message + Default>(reply: &Reply) -> M {
     assert_eq!(reply.status, 200, "{}", reply.body);
     let bytes = STANDARD.decode(reply.json()["response"].as_str().unwrap()).unwrap();
     let any = Any::decode(bytes.as_slice()).unwrap();

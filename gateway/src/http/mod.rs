@@ -8,6 +8,8 @@
 //! `EventSource` does it by itself) within the session grace resumes the session (the
 //! `register` event carries the same client id) and replays the pushes after `seq`.
 
+mod ws;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -115,7 +117,9 @@ pub(crate) fn router(shared: Arc<GatewayShared>) -> Router {
             post(delete).options(preflight).fallback(method_not_allowed),
         )
         .route("/api/v1/events/stream", get(events).options(preflight).fallback(method_not_allowed))
+        .route("/v1/ws", get(ws::upgrade).options(preflight).fallback(method_not_allowed))
         .fallback(invalid_path)
+        .layer(axum::extract::DefaultBodyLimit::max(shared.config.http_body_limit))
         .layer(axum::middleware::map_response(cors))
         .with_state(shared)
 }
@@ -236,14 +240,34 @@ fn serving(shared: &GatewayShared, operation: Operation) -> Result<(), HttpError
     Ok(())
 }
 
+/// An empty path segment (`/api/v1/objects/delete//id`): 400 `INVALID_PARAMETERS`.
+fn non_empty(operation: &str, segments: &[&str]) -> Result<(), HttpError> {
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETERS",
+            format!(
+                "{operation} requires a type and an id{}",
+                if segments.len() > 2 { " and a method" } else { "" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn path_error(rejection: PathRejection) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("invalid path: {rejection}"))
 }
 
 /// Parses `{"request": "<base64 Any>"}`.
 fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
-    let body = body.map_err(|e| {
-        HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("unreadable body: {e}"))
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", "request body too large")
+        }
+        e => {
+            HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("unreadable body: {e}"))
+        }
     })?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("invalid json: {e}"))
@@ -251,6 +275,11 @@ fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
     let encoded = json.get("request").and_then(serde_json::Value::as_str).ok_or_else(|| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", "body needs a \"request\" string")
     })?;
+    decode_any(encoded)
+}
+
+/// Decodes the standard base64 of a serialized `Any` with a type URL.
+fn decode_any(encoded: &str) -> Result<Any, HttpError> {
     let bytes = STANDARD.decode(encoded).map_err(|e| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BASE64", format!("invalid base64: {e}"))
     })?;
@@ -271,21 +300,15 @@ fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
     Ok(any)
 }
 
-async fn call(
-    State(shared): State<Arc<GatewayShared>>,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, HttpError> {
-    serving(&shared, Operation::Call)?;
-    let Path((object_type, id, method)) = path.map_err(path_error)?;
-    let identity = identity(&shared, &headers)?;
-    let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
-    shared
-        .auth
-        .authorize_call(&principal, &object_type, &id, &method)
-        .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
-    let request = request_any(body)?;
+/// Routes one call with the gateway's default deadline.
+async fn route_call(
+    shared: &GatewayShared,
+    identity: CallerIdentity,
+    object_type: String,
+    id: String,
+    method: String,
+    request: Any,
+) -> Result<Any, HttpError> {
     let call = RoutedCall {
         object_type,
         id,
@@ -296,7 +319,26 @@ async fn call(
         idempotent: false,
     };
     let response = shared.router.call(call).await.map_err(|e| call_error(Operation::Call, &e))?;
-    let any = Any { type_url: response.type_url, value: response.value.to_vec() };
+    Ok(Any { type_url: response.type_url, value: response.value.to_vec() })
+}
+
+async fn call(
+    State(shared): State<Arc<GatewayShared>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HttpError> {
+    serving(&shared, Operation::Call)?;
+    let Path((object_type, id, method)) = path.map_err(path_error)?;
+    non_empty("call", &[&object_type, &id, &method])?;
+    let identity = identity(&shared, &headers)?;
+    let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
+    shared
+        .auth
+        .authorize_call(&principal, &object_type, &id, &method)
+        .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
+    let request = request_any(body)?;
+    let any = route_call(&shared, identity, object_type, id, method, request).await?;
     let body = serde_json::json!({ "response": STANDARD.encode(any.encode_to_vec()) });
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -308,6 +350,7 @@ async fn create(
 ) -> Result<Response, HttpError> {
     serving(&shared, Operation::Create)?;
     let Path((object_type, id)) = path.map_err(path_error)?;
+    non_empty("create", &[&object_type, &id])?;
     principal(&shared, &headers)?;
     let deadline = shared.clock.now() + shared.config.default_deadline;
     shared
@@ -325,6 +368,7 @@ async fn delete(
 ) -> Result<Response, HttpError> {
     serving(&shared, Operation::Delete)?;
     let Path((object_type, id)) = path.map_err(path_error)?;
+    non_empty("delete", &[&object_type, &id])?;
     principal(&shared, &headers)?;
     let deadline = shared.clock.now() + shared.config.default_deadline;
     shared
