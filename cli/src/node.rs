@@ -338,14 +338,10 @@ async fn start_voter(
         seeds,
         verse_coord_raft::TcpConnector,
     );
-    let voter = RaftVoter::start_grpc(
-        config,
-        &network,
-        clock.clone(),
-        Arc::new(TokioBlockingExecutor),
-    )
-    .await
-    .context("starting the Raft voter")?;
+    let voter =
+        RaftVoter::start_grpc(config, &network, clock.clone(), Arc::new(TokioBlockingExecutor))
+            .await
+            .context("starting the Raft voter")?;
     let voter = Arc::new(voter);
     let stop = CancellationToken::new();
     let server = VoterServer::new(&voter);
