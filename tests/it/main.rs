@@ -6,6 +6,7 @@ mod counter_example;
 mod dependency_rules;
 mod dev_process;
 mod gateway;
+mod gateway_client;
 mod gateway_http;
 mod gateway_process;
 mod node_process;
