@@ -11,5 +11,6 @@ mod gateway_http;
 mod gateway_process;
 mod node_process;
 mod python_client;
+mod readme_script;
 mod scenarios;
 mod support;
