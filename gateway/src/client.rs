@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use verse_core::{CallError, EncodedMessage, Object, RawRef, RemoteBackend, RemoteFuture};
 
@@ -44,6 +45,7 @@ use crate::status::{CallSite, call_error};
 
 /// How a [`GatewayClient`] connects, calls and reconnects.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// Gateway gRPC addresses (`host:port`, or `http://host:port`), tried in order.
     pub gateways: Vec<String>,
@@ -59,6 +61,9 @@ pub struct ClientConfig {
     /// Pushes held for the application before the client stops reading the stream (the
     /// gateway's bounded session queue then applies its overflow policy).
     pub push_buffer: usize,
+    /// gRPC metadata sent with every request, for the gateway's authentication hook (for
+    /// example `("authorization", "Bearer …")`). Keys are lowercase ASCII; values ASCII.
+    pub headers: Vec<(String, String)>,
 }
 
 impl ClientConfig {
@@ -75,6 +80,7 @@ impl ClientConfig {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             push_buffer: 1024,
+            headers: Vec::new(),
         }
     }
 }
@@ -93,7 +99,16 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
-    /// No gateway accepted a session within the connect timeout.
+    /// A header is not valid gRPC ASCII metadata.
+    #[error("invalid header {key:?}: {reason}")]
+    InvalidHeader {
+        /// The header's key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// No gateway accepted a session within the connect timeout (unreachable, or its
+    /// authentication hook refused the headers).
     #[error("no gateway reachable within {0:?}")]
     Unreachable(Duration),
 }
@@ -146,6 +161,7 @@ struct Link {
 
 struct Shared {
     config: ClientConfig,
+    metadata: MetadataMap,
     link: watch::Receiver<Option<Link>>,
     stop: CancellationToken,
     pushes: Mutex<Option<Pushes>>,
@@ -174,6 +190,27 @@ impl std::fmt::Debug for GatewayClient {
     }
 }
 
+fn metadata(headers: &[(String, String)]) -> Result<MetadataMap, ClientError> {
+    let mut map = MetadataMap::new();
+    for (key, value) in headers {
+        let invalid = |reason: String| ClientError::InvalidHeader { key: key.clone(), reason };
+        let name =
+            MetadataKey::<Ascii>::from_bytes(key.as_bytes()).map_err(|e| invalid(e.to_string()))?;
+        let value =
+            MetadataValue::<Ascii>::try_from(value.as_str()).map_err(|e| invalid(e.to_string()))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A request carrying the configured metadata and a deadline.
+fn outgoing<T>(message: T, metadata: &MetadataMap, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata.clone();
+    request.set_timeout(timeout);
+    request
+}
+
 fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
     let uri =
         if address.contains("://") { address.to_owned() } else { format!("http://{address}") };
@@ -196,14 +233,24 @@ impl GatewayClient {
             .iter()
             .map(|address| endpoint(address))
             .collect::<Result<Vec<_>, _>>()?;
+        let metadata = metadata(&config.headers)?;
         let (link_tx, link_rx) = watch::channel(None);
         let (push_tx, push_rx) = mpsc::channel(config.push_buffer.max(1));
         let stop = CancellationToken::new();
-        tokio::spawn(keep_session(config.clone(), endpoints, link_tx, push_tx, stop.clone()));
+        let task = SessionTask {
+            config: config.clone(),
+            endpoints,
+            metadata: metadata.clone(),
+            link: link_tx,
+            pushes: push_tx,
+            stop: stop.clone(),
+        };
+        tokio::spawn(task.run());
         let bound = config.connect_timeout * u32::try_from(config.gateways.len()).unwrap_or(1);
         let client = GatewayClient {
             shared: Arc::new(Shared {
                 config,
+                metadata,
                 link: link_rx,
                 stop,
                 pushes: Mutex::new(Some(Pushes(push_rx))),
@@ -229,13 +276,10 @@ impl GatewayClient {
     pub async fn create(&self, object_type: &str, id: &str) -> Result<(), CallError> {
         let site = CallSite { object_type, id, method: "" };
         self.shared
-            .unary(site, |mut grpc, request_timeout| async move {
-                let mut request = tonic::Request::new(CreateObjectRequest {
-                    r#type: object_type.to_owned(),
-                    id: id.to_owned(),
-                });
-                request.set_timeout(request_timeout);
-                grpc.create_object(request).await.map(drop)
+            .unary(site, |mut grpc, metadata, timeout| async move {
+                let create =
+                    CreateObjectRequest { r#type: object_type.to_owned(), id: id.to_owned() };
+                grpc.create_object(outgoing(create, &metadata, timeout)).await.map(drop)
             })
             .await
     }
@@ -244,13 +288,10 @@ impl GatewayClient {
     pub async fn delete(&self, object_type: &str, id: &str) -> Result<(), CallError> {
         let site = CallSite { object_type, id, method: "" };
         self.shared
-            .unary(site, |mut grpc, request_timeout| async move {
-                let mut request = tonic::Request::new(DeleteObjectRequest {
-                    r#type: object_type.to_owned(),
-                    id: id.to_owned(),
-                });
-                request.set_timeout(request_timeout);
-                grpc.delete_object(request).await.map(drop)
+            .unary(site, |mut grpc, metadata, timeout| async move {
+                let delete =
+                    DeleteObjectRequest { r#type: object_type.to_owned(), id: id.to_owned() };
+                grpc.delete_object(outgoing(delete, &metadata, timeout)).await.map(drop)
             })
             .await
     }
@@ -300,10 +341,12 @@ impl Shared {
     /// the binding rule refused it (it did not start).
     async fn unary<'a, F, Fut>(&self, site: CallSite<'a>, rpc: F) -> Result<(), CallError>
     where
-        F: Fn(GateServiceClient<Channel>, Duration) -> Fut,
+        F: Fn(GateServiceClient<Channel>, MetadataMap, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<(), tonic::Status>>,
     {
-        self.with_link(site, |link, timeout| rpc(link.grpc.clone(), timeout)).await
+        let metadata = &self.metadata;
+        self.with_link(site, |link, timeout| rpc(link.grpc.clone(), metadata.clone(), timeout))
+            .await
     }
 
     async fn with_link<'a, T, F, Fut>(&self, site: CallSite<'a>, rpc: F) -> Result<T, CallError>
@@ -353,14 +396,14 @@ impl RemoteBackend for Shared {
             let response = self
                 .with_link(site, |link, timeout| {
                     let mut grpc = link.grpc.clone();
-                    let mut call = tonic::Request::new(CallObjectRequest {
+                    let call = CallObjectRequest {
                         client_id: link.client_id.to_string(),
                         r#type: object_type.to_owned(),
                         id: id.to_owned(),
                         method: method.to_owned(),
                         request: Some(any.clone()),
-                    });
-                    call.set_timeout(timeout);
+                    };
+                    let call = outgoing(call, &self.metadata, timeout);
                     async move { grpc.call_object(call).await }
                 })
                 .await?;
@@ -389,94 +432,103 @@ struct SessionState {
     generation: u64,
 }
 
-async fn keep_session(
+/// The background task keeping the session.
+struct SessionTask {
     config: ClientConfig,
     endpoints: Vec<Endpoint>,
+    metadata: MetadataMap,
     link: watch::Sender<Option<Link>>,
     pushes: mpsc::Sender<Push>,
     stop: CancellationToken,
-) {
-    let mut state = SessionState { client_id: String::new(), last_seq: 0, generation: 0 };
-    let mut index = 0;
-    let mut backoff = config.backoff_initial;
-    loop {
-        let ended = tokio::select! {
-            ended = session(&config, &endpoints, index, &mut state, &link, &pushes, &stop) => ended,
-            () = stop.cancelled() => Ended::Stopped,
-        };
-        link.send_replace(None);
-        match ended {
-            Ended::Stopped => return,
-            Ended::AfterSession => backoff = config.backoff_initial,
-            Ended::Failed => {
-                index = (index + 1) % endpoints.len();
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancelled() => return,
+}
+
+impl SessionTask {
+    async fn run(self) {
+        let mut state = SessionState { client_id: String::new(), last_seq: 0, generation: 0 };
+        let mut index = 0;
+        let mut backoff = self.config.backoff_initial;
+        loop {
+            let ended = tokio::select! {
+                ended = self.session(index, &mut state) => ended,
+                () = self.stop.cancelled() => Ended::Stopped,
+            };
+            self.link.send_replace(None);
+            let delay = match ended {
+                Ended::Stopped => return,
+                // Retry the same gateway (the session is resumable only there), after a short
+                // pause so a gateway that ends streams at once is not hammered.
+                Ended::AfterSession => {
+                    backoff = self.config.backoff_initial;
+                    backoff
                 }
-                backoff = (backoff * 2).min(config.backoff_max);
+                Ended::Failed => {
+                    index = (index + 1) % self.endpoints.len();
+                    let delay = backoff;
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                    delay
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.stop.cancelled() => return,
             }
         }
     }
-}
 
-/// One connection: connect, register (resuming), publish the link, forward pushes until the
-/// stream ends.
-async fn session(
-    config: &ClientConfig,
-    endpoints: &[Endpoint],
-    index: usize,
-    state: &mut SessionState,
-    link: &watch::Sender<Option<Link>>,
-    pushes: &mpsc::Sender<Push>,
-    stop: &CancellationToken,
-) -> Ended {
-    let endpoint = endpoints[index].clone().connect_timeout(config.connect_timeout);
-    let gateway: Arc<str> = Arc::from(endpoint.uri().to_string());
-    let registered = tokio::time::timeout(config.connect_timeout, async {
-        let channel = endpoint.connect().await.ok()?;
-        let mut grpc = GateServiceClient::new(channel);
-        let resume = ResumeRequest { client_id: state.client_id.clone(), last_seq: state.last_seq };
-        let mut stream = grpc.register_with_resume(resume).await.ok()?.into_inner();
-        let first = stream.next().await?.ok()?;
-        let id = RegisterResponse::decode(first.item?.value.as_slice()).ok()?.client_id;
-        Some((grpc, stream, id))
-    })
-    .await;
-    let Ok(Some((grpc, mut stream, client_id))) = registered else {
-        tracing::debug!(%gateway, "gateway client: connection or registration failed");
-        return Ended::Failed;
-    };
-    if client_id != state.client_id {
-        if !state.client_id.is_empty() {
-            tracing::warn!(%gateway, "gateway client: session not resumable; a new session began");
-        }
-        state.client_id = client_id.clone();
-        state.last_seq = 0;
-    }
-    state.generation += 1;
-    link.send_replace(Some(Link {
-        grpc,
-        client_id: Arc::from(client_id),
-        gateway: gateway.clone(),
-        generation: state.generation,
-    }));
-    while let Some(item) = stream.next().await {
-        let Ok(item) = item else { break };
-        if item.seq <= state.last_seq {
-            continue;
-        }
-        state.last_seq = item.seq;
-        let Some(any) = item.item else { continue };
-        let push = Push {
-            seq: item.seq,
-            message: EncodedMessage { type_url: any.type_url, value: any.value.into() },
+    /// One connection: connect, register (resuming), publish the link, forward pushes until
+    /// the stream ends.
+    async fn session(&self, index: usize, state: &mut SessionState) -> Ended {
+        let config = &self.config;
+        let endpoint = self.endpoints[index].clone().connect_timeout(config.connect_timeout);
+        let gateway: Arc<str> = Arc::from(endpoint.uri().to_string());
+        let registered = tokio::time::timeout(config.connect_timeout, async {
+            let channel = endpoint.connect().await.ok()?;
+            let mut grpc = GateServiceClient::new(channel);
+            let resume =
+                ResumeRequest { client_id: state.client_id.clone(), last_seq: state.last_seq };
+            let mut register = tonic::Request::new(resume);
+            *register.metadata_mut() = self.metadata.clone();
+            let mut stream = grpc.register_with_resume(register).await.ok()?.into_inner();
+            let first = stream.next().await?.ok()?;
+            let id = RegisterResponse::decode(first.item?.value.as_slice()).ok()?.client_id;
+            Some((grpc, stream, id))
+        })
+        .await;
+        let Ok(Some((grpc, mut stream, client_id))) = registered else {
+            tracing::debug!(%gateway, "gateway client: connection or registration failed");
+            return Ended::Failed;
         };
-        tokio::select! {
-            // The application dropped its `Pushes`: keep the session, drop the pushes.
-            _ = pushes.send(push) => {}
-            () = stop.cancelled() => return Ended::Stopped,
+        if client_id != state.client_id {
+            if !state.client_id.is_empty() {
+                tracing::warn!(%gateway, "gateway client: session not resumable; a new one began");
+            }
+            state.client_id = client_id.clone();
+            state.last_seq = 0;
         }
+        state.generation += 1;
+        self.link.send_replace(Some(Link {
+            grpc,
+            client_id: Arc::from(client_id),
+            gateway: gateway.clone(),
+            generation: state.generation,
+        }));
+        while let Some(item) = stream.next().await {
+            let Ok(item) = item else { break };
+            if item.seq <= state.last_seq {
+                continue;
+            }
+            state.last_seq = item.seq;
+            let Some(any) = item.item else { continue };
+            let push = Push {
+                seq: item.seq,
+                message: EncodedMessage { type_url: any.type_url, value: any.value.into() },
+            };
+            tokio::select! {
+                // The application dropped its `Pushes`: keep the session, drop the pushes.
+                _ = self.pushes.send(push) => {}
+                () = self.stop.cancelled() => return Ended::Stopped,
+            }
+        }
+        Ended::AfterSession
     }
-    Ended::AfterSession
 }

@@ -1,6 +1,6 @@
 //! The Rust gateway client (`verse::GatewayClient`) against an in-process cluster and gateway
 //! (the harness of [`crate::gateway`]): typed calls through the generated references, create
-//! and delete, errors mapped back to `CallError`, chat-room pushes on the client's stream, and
+//! and delete, errors mapped back to `CallError`, headers for the authentication hook, chat-room pushes on the client's stream, and
 //! a reconnection after the connection drops that resumes the session and replays the pushes
 //! the gateway buffered meanwhile.
 
@@ -21,7 +21,7 @@ use crate::support::proxy::Proxy;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn config(address: &str) -> ClientConfig {
+fn client_config(address: &str) -> ClientConfig {
     let mut config = ClientConfig::new([address]);
     config.backoff_initial = Duration::from_millis(20);
     config.backoff_max = Duration::from_millis(200);
@@ -44,7 +44,7 @@ async fn typed_references_create_delete_and_errors_through_the_gateway() {
     let refused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = refused.local_addr().unwrap().to_string();
     drop(refused);
-    let mut config = config(&dead);
+    let mut config = client_config(&dead);
     config.gateways.push(cluster.address().to_owned());
     let client = GatewayClient::connect(config).await.unwrap();
     assert!(client.client_id().unwrap().starts_with("gw1/"));
@@ -93,6 +93,33 @@ async fn typed_references_create_delete_and_errors_through_the_gateway() {
         GatewayClient::connect(unreachable).await.unwrap_err(),
         ClientError::Unreachable(_)
     ));
+    // Headers reach the gateway's authentication hook (the harness's: `Bearer reject` is
+    // refused, other bearers are principals; object `secret` is off limits).
+    let mut refused = client_config(cluster.address());
+    refused.connect_timeout = Duration::from_millis(500);
+    refused.headers.push(("authorization".into(), "Bearer reject".into()));
+    assert!(matches!(
+        GatewayClient::connect(refused).await.unwrap_err(),
+        ClientError::Unreachable(_)
+    ));
+    let mut bad = client_config(cluster.address());
+    bad.headers.push(("Not A Key".into(), "x".into()));
+    assert!(matches!(
+        GatewayClient::connect(bad).await.unwrap_err(),
+        ClientError::InvalidHeader { .. }
+    ));
+    let mut ann = client_config(cluster.address());
+    ann.headers.push(("authorization".into(), "Bearer ann".into()));
+    let ann = GatewayClient::connect(ann).await.unwrap();
+    let value = ann.get::<Counter>("rust-c1").get(GetRequest {}).await.unwrap().value;
+    assert_eq!(value, 5);
+    let secret = ann.get::<Counter>("secret").get(GetRequest {}).await.unwrap_err();
+    assert!(
+        matches!(secret, CallError::Method { code, .. } if code == tonic::Code::PermissionDenied as i32),
+        "{secret:?}"
+    );
+    ann.shutdown();
+
     client.shutdown();
     let after = client.get::<Counter>("rust-c1").get(GetRequest {}).await.unwrap_err();
     assert_eq!(after, CallError::ShuttingDown);
@@ -103,7 +130,7 @@ async fn typed_references_create_delete_and_errors_through_the_gateway() {
 async fn pushes_arrive_and_survive_a_reconnection() {
     let cluster = Cluster::start().await;
     let proxy = Proxy::start(cluster.address().parse().unwrap()).await;
-    let client = GatewayClient::connect(config(&proxy.address())).await.unwrap();
+    let client = GatewayClient::connect(client_config(&proxy.address())).await.unwrap();
     let mut pushes = client.pushes().unwrap();
     assert!(client.pushes().is_none(), "one consumer");
     let session = client.client_id().unwrap();
