@@ -329,11 +329,13 @@ impl Shared {
         let mut link = self.link.clone();
         let wait = link.wait_for(|l| l.as_ref().is_some_and(|l| l.generation > after_generation));
         tokio::select! {
+            // Shutdown wins over a link still published.
+            biased;
+            () = self.stop.cancelled() => None,
             found = tokio::time::timeout_at(until, wait) => match found {
                 Ok(Ok(found)) => found.clone(),
                 _ => None,
             },
-            () = self.stop.cancelled() => None,
         }
     }
 
