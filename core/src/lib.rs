@@ -46,7 +46,7 @@ pub use object::{
     ActivationPolicy, DynMessage, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy,
     Tick, TypeOptions,
 };
-pub use reference::{ObjectRef, RawRef};
+pub use reference::{ObjectRef, RawRef, RemoteBackend, RemoteFuture};
 pub use runtime::{BuildError, Client, IncomingCall, Node, NodeBuilder, NodeConfig, TimerHandle};
 
 /// Paths named by code the `#[verse::object]` macro generates (the facade re-exports this

@@ -1,8 +1,15 @@
 //! References to objects: [`RawRef`] (object type + id bound to a caller), which generated typed
 //! references (`CounterRef`) wrap, and [`ObjectRef`], the id-only form kept in object state.
+//!
+//! A `RawRef` calls either through a node (a [`Caller`]: in-process routing, typed messages
+//! moved without encoding) or through a [`RemoteBackend`] outside the cluster (the gateway
+//! client of `verse-gateway`), which carries encoded messages by wire name. Generated typed
+//! references work the same over both.
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::clock::MonoTime;
@@ -24,13 +31,36 @@ pub struct Caller {
     pub(crate) identity: Option<Arc<CallerIdentity>>,
 }
 
+/// The future a [`RemoteBackend`] call returns.
+pub type RemoteFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<EncodedMessage, CallError>> + Send + 'a>>;
+
+/// Carries references' calls from outside the cluster (a gateway client): each call is
+/// `(object type, id, method wire name, encoded request)` and answers the encoded response
+/// or the call's [`CallError`].
+pub trait RemoteBackend: Send + Sync + 'static {
+    /// Calls `method` of object `id` of `object_type` with `request`.
+    fn call<'a>(
+        &'a self,
+        object_type: &'a str,
+        id: &'a str,
+        method: &'a str,
+        request: EncodedMessage,
+    ) -> RemoteFuture<'a>;
+}
+
 /// An untyped reference: object type and id bound to a caller.
 #[derive(Clone)]
 pub struct RawRef {
-    caller: Caller,
-    target: TypeTarget,
+    via: Via,
     id: Arc<str>,
-    cache: ActivationCache,
+}
+
+/// What a [`RawRef`] calls through.
+#[derive(Clone)]
+enum Via {
+    Node { caller: Caller, target: TypeTarget, cache: ActivationCache },
+    Remote { backend: Arc<dyn RemoteBackend>, object_type: Arc<str> },
 }
 
 impl fmt::Debug for RawRef {
@@ -42,11 +72,28 @@ impl fmt::Debug for RawRef {
 impl RawRef {
     pub(crate) fn new(caller: Caller, object_type: &str, id: String) -> Self {
         let target = caller.node.type_target(object_type);
-        RawRef { caller, target, id: Arc::from(id), cache: ActivationCache::default() }
+        RawRef::with_target(caller, target, id)
     }
 
     pub(crate) fn with_target(caller: Caller, target: TypeTarget, id: String) -> Self {
-        RawRef { caller, target, id: Arc::from(id), cache: ActivationCache::default() }
+        RawRef {
+            via: Via::Node { caller, target, cache: ActivationCache::default() },
+            id: Arc::from(id),
+        }
+    }
+
+    /// A reference whose calls go through `backend` (outside the cluster). One-way sends
+    /// through a backend wait for the call to complete and drop its response: the backend's
+    /// protocol may have no one-way call.
+    pub fn remote(
+        backend: Arc<dyn RemoteBackend>,
+        object_type: &str,
+        id: impl Into<String>,
+    ) -> Self {
+        RawRef {
+            via: Via::Remote { backend, object_type: Arc::from(object_type) },
+            id: Arc::from(id.into()),
+        }
     }
 
     /// The object id.
@@ -56,22 +103,45 @@ impl RawRef {
 
     /// The object type name.
     pub fn object_type(&self) -> &str {
-        self.target.name()
+        match &self.via {
+            Via::Node { target, .. } => target.name(),
+            Via::Remote { object_type, .. } => object_type,
+        }
     }
 
-    fn request(&self, method: MethodTarget, payload: Payload, one_way: bool) -> CallRequest<'_> {
-        CallRequest {
-            cache: Some(&self.cache),
-            target: &self.target,
-            id: &self.id,
-            method,
-            payload,
-            deadline: self.caller.deadline,
-            timeout: self.caller.timeout,
-            chain: if one_way { None } else { self.caller.chain.clone() },
-            identity: self.caller.identity.clone(),
-            one_way,
-            forward: true,
+    /// Sends one call: through the node, or encoded through the backend.
+    async fn dispatch(
+        &self,
+        method: MethodTarget,
+        payload: Payload,
+        one_way: bool,
+    ) -> Result<Payload, CallError> {
+        match &self.via {
+            Via::Node { caller, target, cache } => {
+                let request = CallRequest {
+                    cache: Some(cache),
+                    target,
+                    id: &self.id,
+                    method,
+                    payload,
+                    deadline: caller.deadline,
+                    timeout: caller.timeout,
+                    chain: if one_way { None } else { caller.chain.clone() },
+                    identity: caller.identity.clone(),
+                    one_way,
+                    forward: true,
+                };
+                caller.node.call(request).await
+            }
+            Via::Remote { backend, object_type } => {
+                let name = match &method {
+                    MethodTarget::Name(name) => &**name,
+                    MethodTarget::Index(_, name) => *name,
+                };
+                let response =
+                    backend.call(object_type, &self.id, name, payload.into_encoded()).await?;
+                Ok(Payload::encoded(response))
+            }
         }
     }
 
@@ -83,8 +153,7 @@ impl RawRef {
         Resp: prost::Message + prost::Name + Default + Send + 'static,
     {
         let method = MethodTarget::Name(Arc::from(method));
-        let response = self.caller.node.call(self.request(method, Payload::typed(request), false));
-        response.await?.into_message::<Resp>()
+        self.dispatch(method, Payload::typed(request), false).await?.into_message::<Resp>()
     }
 
     /// Calls method number `index` of the type's method table (named `name`): the path of
@@ -100,8 +169,7 @@ impl RawRef {
         Resp: prost::Message + prost::Name + Default + Send + 'static,
     {
         let method = MethodTarget::Index(index, name);
-        let response = self.caller.node.call(self.request(method, Payload::typed(request), false));
-        response.await?.into_message::<Resp>()
+        self.dispatch(method, Payload::typed(request), false).await?.into_message::<Resp>()
     }
 
     /// Sends method number `index` (named `name`) one way: no response, and the call starts a
@@ -116,7 +184,7 @@ impl RawRef {
         Req: prost::Message + prost::Name + Send + 'static,
     {
         let method = MethodTarget::Index(index, name);
-        self.caller.node.call(self.request(method, Payload::typed(request), true)).await.map(drop)
+        self.dispatch(method, Payload::typed(request), true).await.map(drop)
     }
 
     /// Sends `method` (wire name) one way.
@@ -125,7 +193,7 @@ impl RawRef {
         Req: prost::Message + prost::Name + Send + 'static,
     {
         let method = MethodTarget::Name(Arc::from(method));
-        self.caller.node.call(self.request(method, Payload::typed(request), true)).await.map(drop)
+        self.dispatch(method, Payload::typed(request), true).await.map(drop)
     }
 
     /// Calls `method` with an encoded request (the dynamic path); the response comes back
@@ -136,8 +204,7 @@ impl RawRef {
         request: EncodedMessage,
     ) -> Result<EncodedMessage, CallError> {
         let method = MethodTarget::Name(Arc::from(method));
-        let req = self.request(method, Payload::encoded(request), false);
-        Ok(self.caller.node.call(req).await?.into_encoded())
+        Ok(self.dispatch(method, Payload::encoded(request), false).await?.into_encoded())
     }
 }
 

@@ -14,6 +14,7 @@
 //! Readiness ([`Gateway::readiness`]): the view is younger than `view_stale_after`, at least
 //! one node is live, and the gateway is not stopping.
 
+pub mod client;
 pub mod grpc;
 pub mod http;
 mod member;

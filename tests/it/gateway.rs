@@ -205,6 +205,16 @@ impl Cluster {
         }
     }
 
+    /// The gateway's gRPC address.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The node's in-process client (calls that bypass the gateway).
+    pub(crate) fn node_client(&self) -> Client {
+        self.node.client()
+    }
+
     /// A client on a connection of its own.
     pub(crate) async fn client(&self) -> GateServiceClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.address))

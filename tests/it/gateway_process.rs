@@ -2,6 +2,12 @@
 //! voter, example objects) and a `verse gateway` process reaching the Raft group over gRPC; a
 //! client registers, calls the counter and gets a chat-room push through the gateway, which
 //! exits 0 on SIGTERM while the client's push stream is still open.
+//!
+//! And the split deployment end to end: two `verse node` processes on PostgreSQL state and one
+//! `verse gateway` process, driven by the Rust gateway client: a counter on every shard (so
+//! through both nodes), a chat-room push, and the counters still there through the gateway
+//! after one node drains away (its objects move to the other node and restore from
+//! PostgreSQL).
 
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
@@ -21,6 +27,7 @@ use verse_gateway::proto::gate_service_client::GateServiceClient;
 use verse_gateway::proto::{CallObjectRequest, Empty, RegisterResponse};
 
 const BOUND: Duration = Duration::from_secs(60);
+const SPLIT_SHARDS: u32 = 16;
 
 /// A child process; killed on drop unless it exited.
 struct Process {
@@ -202,4 +209,102 @@ async fn a_gateway_process_serves_a_node_process() {
     assert!(gateway.terminate_and_wait(), "the gateway exits 0 on SIGTERM");
     drop(pushes);
     assert!(node.terminate_and_wait(), "the node exits 0 on SIGTERM");
+}
+
+/// Retries an idempotent call while it fails, up to [`BOUND`].
+async fn until_ok<T, F, Fut>(what: &str, call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, verse::CallError>>,
+{
+    let started = Instant::now();
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(error) => {
+                assert!(started.elapsed() < BOUND, "{what}: no answer within {BOUND:?}: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_deployment_serves_the_rust_client_through_the_gateway() {
+    use crate::support::process::{NodeProcess, NodeSpec, counter_ids, postgres_store, wait_ready};
+    use verse::GatewayClient;
+    use verse::gateway_client::ClientConfig;
+    use verse_examples::chat::ChatRoom;
+    use verse_examples::counter::Counter;
+    use verse_examples::proto::counter::GetRequest;
+
+    let store = postgres_store("gateway_split");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |id: &str, args: &[&str]| {
+        let mut spec = NodeSpec::new(id, dir.path().join(id), args, &store);
+        spec.shards = SPLIT_SHARDS;
+        spec
+    };
+    let voter = ["--coordinator", "raft-voter", "--raft-id", "1", "--raft-listen", "127.0.0.1:0"];
+    let mut voter = voter.to_vec();
+    voter.push("--raft-init");
+    let first = NodeProcess::start(&spec("node-1", &voter));
+    let raft = first.field("raft_address").to_owned();
+    let mut second =
+        NodeProcess::start(&spec("node-2", &["--coordinator", "raft", "--raft-endpoints", &raft]));
+    wait_ready(&first).await;
+    wait_ready(&second).await;
+    let mut gateway = Process::start(
+        "gateway",
+        &[
+            "gateway",
+            "--gateway-id",
+            "gw1",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--coordinator",
+            "raft",
+            "--raft-endpoints",
+            &raft,
+            "--lease-ttl",
+            "3",
+        ],
+        "gateway serving",
+    );
+    let client =
+        GatewayClient::connect(ClientConfig::new([gateway.field("grpc_address")])).await.unwrap();
+
+    // A counter on every shard: both nodes serve some. `Get` is idempotent, so it may be
+    // retried while the shards settle; each increment is sent once.
+    let ids = counter_ids(SPLIT_SHARDS);
+    for id in &ids {
+        let counter = client.get::<Counter>(id.clone());
+        let before = until_ok(id, || counter.get(GetRequest {})).await;
+        assert_eq!(before.value, 0, "{id} starts at 0");
+        let after = counter.increment(IncrementRequest { amount: 1 }).await.unwrap();
+        assert_eq!(after.value, 1, "{id}");
+    }
+
+    // A push from the chat room to this client's session.
+    let mut pushes = client.pushes().unwrap();
+    let room = client.get::<ChatRoom>("split-lobby");
+    room.join(JoinRequest { user: "a".into() }).await.unwrap();
+    room.post(PostRequest { user: "b".into(), text: "hello".into() }).await.unwrap();
+    let push = tokio::time::timeout(BOUND, pushes.next()).await.unwrap().unwrap();
+    assert_eq!(push.unpack::<ChatMessage>().unwrap().text, "hello");
+
+    // node-2 drains away: its counters restore on node-1 from PostgreSQL.
+    second.terminate();
+    assert!(second.wait_exit(BOUND).success(), "node-2 exits 0 after draining");
+    for id in &ids {
+        let counter = client.get::<Counter>(id.clone());
+        let value = until_ok(id, || counter.get(GetRequest {})).await.value;
+        assert_eq!(value, 1, "{id} kept its state");
+    }
+
+    client.shutdown();
+    assert!(gateway.terminate_and_wait(), "the gateway exits 0 on SIGTERM");
+    drop(first);
 }

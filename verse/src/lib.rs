@@ -38,6 +38,23 @@ pub use verse_core::{PushError, PushMessage, PushSink};
 pub use verse_core::{clock, executor, push, rng, shard, store};
 pub use verse_macros::object;
 
+/// The gateway client: calls objects from a program outside the cluster, through one or more
+/// gateways over gRPC, with the same typed references as inside
+/// (`client.get::<Counter>(id).increment(req)`), receives the session's pushes and reconnects
+/// with backoff, resuming its session.
+///
+/// It is `GatewayClient`, not `Client`: [`Client`] is the in-node client of a [`Node`] this
+/// program runs itself (no network hop, typed messages moved without encoding). Both hand
+/// out the same generated references. See `docs/GET_STARTED.md`, "Call from a Rust program".
+#[cfg(feature = "gateway-client")]
+pub use verse_gateway::client::GatewayClient;
+
+/// The gateway client's configuration, pushes and errors (see [`GatewayClient`]).
+#[cfg(feature = "gateway-client")]
+pub mod gateway_client {
+    pub use verse_gateway::client::{ClientConfig, ClientError, GatewayClient, Push, Pushes};
+}
+
 /// Running a node in a cluster: the cluster runtime, the coordinator it joins through and the
 /// transport it routes remote calls over (backends live in `verse-coord-etcd`,
 /// `verse-coord-raft` and `verse-transport`).
