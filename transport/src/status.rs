@@ -27,9 +27,11 @@
 //! A status *without* our detail (the request failed in the transport, or a foreign server
 //! answered) is classified by [`classify`]: the call provably did not start only when the
 //! connection could not be established (tonic's `ConnectError`), the server refused the stream
-//! (HTTP/2 `RST_STREAM` with `REFUSED_STREAM`), or a graceful GOAWAY came with a last-stream-id
+//! (HTTP/2 `RST_STREAM` with `REFUSED_STREAM`), a graceful GOAWAY came with a last-stream-id
 //! below the call's stream (h2 fails exactly those streams with a remote `NO_ERROR` GOAWAY
-//! error). Anything else after the request left is `OutcomeUnknown`, or `DeadlineExceeded` when
+//! error), or hyper canceled the request while it still waited in the connection's dispatch
+//! queue (`hyper::Error::is_canceled`: its HTTP/2 client produces it only for requests it never
+//! handed to h2 — the connection closed first, or was not ready). Anything else after the request left is `OutcomeUnknown`, or `DeadlineExceeded` when
 //! the caller's deadline has passed (not retried either).
 
 use std::error::Error as StdError;
@@ -127,6 +129,13 @@ fn not_started_reason(status: &Status) -> Option<String> {
     while let Some(error) = source {
         if let Some(connect) = error.downcast_ref::<tonic::ConnectError>() {
             return Some(format!("connection could not be established: {connect}"));
+        }
+        // hyper's HTTP/2 client fails a request as `canceled` only while it still waits in the
+        // connection's dispatch queue (the connection closed or was not ready): never sent.
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return Some("the connection closed before the request was sent".into());
         }
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             if h2.is_remote() && h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
@@ -461,6 +470,26 @@ mod tests {
         let late = CallSite { deadline_passed: true, ..site };
         let error = classify(&Status::cancelled("timeout"), late);
         assert_eq!(error, CallError::DeadlineExceeded { id: "obj".into() });
+    }
+
+    #[tokio::test]
+    async fn a_request_hyper_canceled_before_it_was_sent_did_not_start() {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let (client_io, _server_io) = tokio::io::duplex(1024);
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
+                .await
+                .expect("an HTTP/2 client over a pipe");
+        // The connection task is gone before the request is dispatched: hyper cancels it.
+        drop(connection);
+        let request = tonic::codegen::http::Request::new(tonic::body::Body::empty());
+        let error = sender.send_request(request).await.expect_err("no connection");
+        assert!(error.is_canceled(), "{error:?}");
+        let status = Status::from_error(Box::new(error));
+        let site = CallSite { peer: "p", id: "obj", deadline_passed: false };
+        let classified = classify(&status, site);
+        assert!(matches!(classified, CallError::NotDelivered { .. }), "{classified:?}");
+        assert!(classified.provably_not_started());
     }
 
     #[test]
