@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod gateway_cluster;
+
 /// A 64-byte payload message, used in both directions by every benchmark.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Blob {

@@ -13,7 +13,6 @@
 //! `cargo run --release -p verse-bench --bin gateway_calls -- --pairs 5`
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -22,14 +21,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use verse::clock::{SharedClock, SystemClock};
 use verse::prelude::*;
+use verse_bench::gateway_cluster::{GatewayCluster, listen};
 use verse_bench::{Blob, Row, drive, install_metrics, report};
-use verse_coord_raft::{ClientOptions, LocalRouter, RaftCoordinator, RaftVoter, VoterConfig};
-use verse_core::coordinator::Coordinator;
-use verse_core::{ClusterNode, ClusterOptions, TokioBlockingExecutor};
 use verse_gateway::proto::CallObjectRequest;
 use verse_gateway::proto::gate_service_client::GateServiceClient;
-use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
-use verse_transport::{NodeClient, NodeServer, TcpIncoming};
 
 #[allow(missing_docs, clippy::all)]
 mod proto {
@@ -94,12 +89,6 @@ struct Args {
 const MAX_STREAMS: u32 = 1024;
 const SHARDS: u32 = 256;
 
-async fn listen() -> anyhow::Result<(TcpIncoming, SocketAddr)> {
-    let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let addr = incoming.local_addr()?;
-    Ok((incoming, addr))
-}
-
 async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
 }
@@ -124,68 +113,10 @@ async fn start_baseline() -> anyhow::Result<(Channel, Channel)> {
     Ok((channel(proxy_addr).await?, channel(echo_addr).await?))
 }
 
-/// The subject's cluster: voter, node, gateway. Kept alive for the whole run.
-struct Subject {
-    _dir: tempfile::TempDir,
-    _voter: Arc<RaftVoter>,
-    _cluster: ClusterNode,
-    _gateway: Arc<Gateway>,
-    channel: Channel,
-}
-
-async fn start_subject(clock: &SharedClock) -> anyhow::Result<Subject> {
-    let dir = tempfile::tempdir()?;
-    let voter = Arc::new(
-        RaftVoter::start(
-            VoterConfig::new(1, dir.path().join("voter-1.redb")),
-            &LocalRouter::new(),
-            clock.clone(),
-            Arc::new(TokioBlockingExecutor),
-        )
-        .await?,
-    );
-    voter.initialize(&[1]).await?;
-    voter.wait_for_leader(Duration::from_secs(10)).await?;
-    let coordinator = || -> Arc<dyn Coordinator> {
-        Arc::new(RaftCoordinator::new(
-            voter.clone(),
-            clock.clone(),
-            ClientOptions::new(Duration::from_secs(10)),
-        ))
-    };
-
-    let config = NodeConfig { node_id: "n1".into(), shard_count: SHARDS, ..NodeConfig::default() };
-    let node = Arc::new(
-        NodeBuilder::new(config).clustered().object::<Echo>().clock(clock.clone()).start()?,
-    );
-    let (incoming, node_addr) = listen().await?;
-    tokio::spawn(NodeServer::new(node.clone()).serve(incoming, std::future::pending()));
-    let cluster = ClusterNode::start(
-        node,
-        coordinator(),
-        Arc::new(NodeClient::new(clock.clone())),
-        ClusterOptions::new(node_addr.to_string()),
-    )
-    .await?;
-
-    let (incoming, gateway_addr) = listen().await?;
-    let gateway = Arc::new(
-        GatewayBuilder::new(
-            GatewayConfig::new("gw1", gateway_addr.to_string()),
-            coordinator(),
-            clock.clone(),
-        )
-        .start()
-        .await?,
-    );
-    let serving = gateway.clone();
-    tokio::spawn(async move { serving.serve(incoming, std::future::pending()).await });
-    let started = Instant::now();
-    while let Err(why) = gateway.readiness() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "gateway not ready: {why}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let channel = channel(gateway_addr).await?;
+/// Starts the subject's cluster and waits until every echo id used is served.
+async fn start_subject(clock: &SharedClock) -> anyhow::Result<(GatewayCluster, Channel)> {
+    let cluster = GatewayCluster::start(clock, SHARDS, |node| node.object::<Echo>()).await?;
+    let channel = channel(cluster.gateway_addr).await?;
     // Every shard owned and served before measuring: one call per echo id used.
     let mut client = GateServiceClient::new(channel.clone());
     for id in 0..256 {
@@ -195,7 +126,7 @@ async fn start_subject(clock: &SharedClock) -> anyhow::Result<Subject> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    Ok(Subject { _dir: dir, _voter: voter, _cluster: cluster, _gateway: gateway, channel })
+    Ok((cluster, channel))
 }
 
 fn echo_call(caller: usize) -> CallObjectRequest {
@@ -245,7 +176,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         install_metrics();
         let clock = SystemClock::shared();
-        let subject_cluster = start_subject(&clock).await?;
+        let (_cluster, subject_channel) = start_subject(&clock).await?;
         let (proxy, echo) = start_baseline().await?;
         let warmup = Duration::from_millis(300);
         let measure = Duration::from_secs_f64(args.seconds);
@@ -258,7 +189,7 @@ fn main() -> anyhow::Result<()> {
             for _ in 0..args.pairs {
                 let through_proxy = bare(&proxy, n, warmup, measure).await;
                 let one_hop = bare(&echo, n, warmup, measure).await;
-                let s = subject(&subject_cluster.channel, n, warmup, measure).await;
+                let s = subject(&subject_channel, n, warmup, measure).await;
                 chain.push((through_proxy, s));
                 hop.push((one_hop, s));
             }

@@ -26,14 +26,10 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use verse::clock::{SharedClock, SystemClock};
 use verse::prelude::*;
+use verse_bench::gateway_cluster::{GatewayCluster, listen};
 use verse_bench::{Blob, Row, install_metrics, report};
-use verse_coord_raft::{ClientOptions, LocalRouter, RaftCoordinator, RaftVoter, VoterConfig};
-use verse_core::coordinator::Coordinator;
-use verse_core::{ClusterNode, ClusterOptions, TokioBlockingExecutor};
 use verse_gateway::proto::Empty;
 use verse_gateway::proto::gate_service_client::GateServiceClient;
-use verse_gateway::{Gateway, GatewayBuilder, GatewayConfig};
-use verse_transport::{NodeClient, NodeServer, PushHub, TcpIncoming};
 
 #[allow(missing_docs, clippy::all)]
 mod proto {
@@ -117,12 +113,6 @@ struct Args {
 
 /// Per-subscriber queue of the baseline (the gateway's per-session buffer is larger).
 const QUEUE: usize = 64;
-
-async fn listen() -> anyhow::Result<(TcpIncoming, SocketAddr)> {
-    let incoming = TcpIncoming::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let addr = incoming.local_addr()?;
-    Ok((incoming, addr))
-}
 
 async fn channel(addr: SocketAddr) -> anyhow::Result<Channel> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?)
@@ -219,76 +209,15 @@ async fn start_baseline(clients: usize, delivered: Arc<Delivered>) -> anyhow::Re
     Ok(fanout)
 }
 
-/// The subject's cluster, kept alive for the whole run.
-struct Subject {
-    _dir: tempfile::TempDir,
-    _voter: Arc<RaftVoter>,
-    _cluster: ClusterNode,
-    _gateway: Arc<Gateway>,
-    node: Arc<Node>,
-}
-
+/// Starts the subject's cluster with `clients` registered clients counting into `delivered`,
+/// and waits until a published message reaches every client.
 async fn start_subject(
     clock: &SharedClock,
     clients: usize,
     delivered: Arc<Delivered>,
-) -> anyhow::Result<Subject> {
-    let dir = tempfile::tempdir()?;
-    let voter = Arc::new(
-        RaftVoter::start(
-            VoterConfig::new(1, dir.path().join("voter-1.redb")),
-            &LocalRouter::new(),
-            clock.clone(),
-            Arc::new(TokioBlockingExecutor),
-        )
-        .await?,
-    );
-    voter.initialize(&[1]).await?;
-    voter.wait_for_leader(Duration::from_secs(10)).await?;
-    let coordinator = || -> Arc<dyn Coordinator> {
-        Arc::new(RaftCoordinator::new(
-            voter.clone(),
-            clock.clone(),
-            ClientOptions::new(Duration::from_secs(10)),
-        ))
-    };
-    let hub = PushHub::default();
-    let config = NodeConfig { node_id: "n1".into(), shard_count: 16, ..NodeConfig::default() };
-    let node = Arc::new(
-        NodeBuilder::new(config)
-            .clustered()
-            .object::<Broadcaster>()
-            .push_sink(Arc::new(hub.clone()))
-            .clock(clock.clone())
-            .start()?,
-    );
-    let (incoming, node_addr) = listen().await?;
-    let server = NodeServer::new(node.clone()).with_push_hub(hub);
-    tokio::spawn(server.serve(incoming, std::future::pending()));
-    let cluster = ClusterNode::start(
-        node.clone(),
-        coordinator(),
-        Arc::new(NodeClient::new(clock.clone())),
-        ClusterOptions::new(node_addr.to_string()),
-    )
-    .await?;
-    let (incoming, gateway_addr) = listen().await?;
-    let gateway = Arc::new(
-        GatewayBuilder::new(
-            GatewayConfig::new("gw1", gateway_addr.to_string()),
-            coordinator(),
-            clock.clone(),
-        )
-        .start()
-        .await?,
-    );
-    let serving = gateway.clone();
-    tokio::spawn(async move { serving.serve(incoming, std::future::pending()).await });
-    let started = Instant::now();
-    while let Err(why) = gateway.readiness() {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "gateway not ready: {why}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+) -> anyhow::Result<GatewayCluster> {
+    let cluster = GatewayCluster::start(clock, 16, |node| node.object::<Broadcaster>()).await?;
+    let gateway_addr = cluster.gateway_addr;
     for _ in 0..clients {
         let mut client = GateServiceClient::new(channel(gateway_addr).await?);
         let mut stream = client.register(Empty {}).await?.into_inner();
@@ -301,9 +230,9 @@ async fn start_subject(
             }
         });
     }
-    anyhow::ensure!(gateway.sessions() == clients, "sessions missing");
+    anyhow::ensure!(cluster.sessions() == clients, "sessions missing");
     // Publish until one message reaches every client (the node's push stream is open).
-    let broadcaster = node.client().get::<Broadcaster>("broadcaster");
+    let broadcaster = cluster.node.client().get::<Broadcaster>("broadcaster");
     let started = Instant::now();
     loop {
         let before = delivered.count.load(Ordering::Relaxed);
@@ -322,7 +251,7 @@ async fn start_subject(
         anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "pushes never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Subject { _dir: dir, _voter: voter, _cluster: cluster, _gateway: gateway, node })
+    Ok(cluster)
 }
 
 fn main() -> anyhow::Result<()> {
