@@ -26,7 +26,7 @@ pub struct GatewayCluster {
     _dir: tempfile::TempDir,
     _voter: Arc<RaftVoter>,
     _cluster: ClusterNode,
-    _gateway: Arc<Gateway>,
+    gateway: Arc<Gateway>,
     /// The node (for in-process clients).
     pub node: Arc<Node>,
     /// The gateway's gRPC address.
@@ -104,7 +104,7 @@ impl GatewayCluster {
             _dir: dir,
             _voter: voter,
             _cluster: cluster,
-            _gateway: gateway,
+            gateway,
             node,
             gateway_addr,
         })
@@ -112,6 +112,6 @@ impl GatewayCluster {
 
     /// The gateway's number of client sessions.
     pub fn sessions(&self) -> usize {
-        self._gateway.sessions()
+        self.gateway.sessions()
     }
 }
