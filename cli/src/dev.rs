@@ -188,27 +188,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     tracing::info!("stopping");
     gateway.stop_accepting();
     gateway_stop.cancel();
-    match gateway_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "gateway server failed"),
-        Err(error) => tracing::warn!(%error, "gateway server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(gateway_served, "gateway server").await;
     gateway.shutdown().await;
     cluster.shutdown().await;
     node_stop.cancel();
-    match node_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "node-protocol server failed"),
-        Err(error) => tracing::warn!(%error, "node-protocol server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(node_served, "node-protocol server").await;
     node.shutdown().await;
     voter.shutdown().await;
     http_stop.cancel();
-    match http_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "HTTP server failed"),
-        Err(error) => tracing::warn!(%error, "HTTP server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(http_served, "HTTP server").await;
     tracing::info!("stopped");
     Ok(())
 }

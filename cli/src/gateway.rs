@@ -284,18 +284,10 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
     crate::dev::wait_for_signal().await?;
     gateway.stop_accepting();
     stop.cancel();
-    match served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "gateway server failed"),
-        Err(error) => tracing::warn!(%error, "gateway server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(served, "gateway server").await;
     gateway.shutdown().await;
     http_stop.cancel();
-    match http_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "HTTP server failed"),
-        Err(error) => tracing::warn!(%error, "HTTP server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(http_served, "HTTP server").await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -69,6 +69,19 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// Waits for a server task that was told to stop and logs how it ended if not cleanly (the
+/// process is shutting down either way).
+pub(crate) async fn join_server<E: std::fmt::Display>(
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    what: &str,
+) {
+    match task.await {
+        Ok(Err(error)) => tracing::warn!(%error, "{what} failed"),
+        Err(error) => tracing::warn!(%error, "{what} task failed"),
+        Ok(Ok(())) => {}
+    }
+}
+
 fn init_logging() {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -154,11 +154,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     }
     cluster.shutdown().await;
     server_stop.cancel();
-    match server_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "node-protocol server failed"),
-        Err(error) => tracing::warn!(%error, "node-protocol server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(server_served, "node-protocol server").await;
     node.shutdown().await;
     if let Some(voter) = voter {
         voter.stop.cancel();
@@ -171,11 +167,7 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     if let Err(error) = upkeep.await {
         tracing::warn!(%error, "metrics upkeep task failed");
     }
-    match ops_served.await {
-        Ok(Err(error)) => tracing::warn!(%error, "ops server failed"),
-        Err(error) => tracing::warn!(%error, "ops server task failed"),
-        Ok(Ok(())) => {}
-    }
+    crate::join_server(ops_served, "ops server").await;
     tracing::info!("stopped");
     outcome
 }
