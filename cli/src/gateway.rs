@@ -125,6 +125,27 @@ pub enum GatewayCoordinatorSettings {
     },
 }
 
+/// A coordinator client for a member that hosts no objects (a gateway, an operator command).
+pub(crate) async fn connect(
+    settings: &GatewayCoordinatorSettings,
+    lease_ttl: Duration,
+    clock: &SharedClock,
+) -> anyhow::Result<Arc<dyn Coordinator>> {
+    Ok(match settings {
+        GatewayCoordinatorSettings::Etcd { endpoints, prefix } => {
+            let mut options = EtcdOptions::new(endpoints.clone(), prefix.clone());
+            options.lease_ttl = lease_ttl;
+            options.clock = clock.clone();
+            Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
+        }
+        GatewayCoordinatorSettings::Raft { endpoints } => {
+            let access: Arc<dyn RaftAccess> =
+                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), lease_ttl));
+            Arc::new(RaftCoordinator::new(access, clock.clone(), ClientOptions::new(lease_ttl)))
+        }
+    })
+}
+
 /// Everything `verse gateway` needs, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
@@ -219,23 +240,7 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let clock: SharedClock = SystemClock::shared();
-    let coordinator: Arc<dyn Coordinator> = match &settings.coordinator {
-        GatewayCoordinatorSettings::Etcd { endpoints, prefix } => {
-            let mut options = EtcdOptions::new(endpoints.clone(), prefix.clone());
-            options.lease_ttl = settings.lease_ttl;
-            options.clock = clock.clone();
-            Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
-        }
-        GatewayCoordinatorSettings::Raft { endpoints } => {
-            let access: Arc<dyn RaftAccess> =
-                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), settings.lease_ttl));
-            Arc::new(RaftCoordinator::new(
-                access,
-                clock.clone(),
-                ClientOptions::new(settings.lease_ttl),
-            ))
-        }
-    };
+    let coordinator = connect(&settings.coordinator, settings.lease_ttl, &clock).await?;
     let grpc = TcpIncoming::bind(settings.grpc_listen)
         .await
         .with_context(|| format!("binding the gRPC port {}", settings.grpc_listen))?;

@@ -148,7 +148,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     stopping.store(true, Ordering::SeqCst);
     if outcome.is_ok() {
         tracing::info!("draining");
-        if let Err(error) = cluster.drain().await {
+        let drained = if settings.unpin_on_drain {
+            cluster.drain_unpinning().await
+        } else {
+            cluster.drain().await
+        };
+        if let Err(error) = drained {
             tracing::warn!(%error, "drain incomplete; leaving anyway");
         }
     }

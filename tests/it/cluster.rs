@@ -367,3 +367,106 @@ async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_a
     first.stop().await;
     voter.shutdown().await;
 }
+
+/// Waits until `shard`'s target is `target` (pinned or not) and its live owner is that node.
+async fn wait_owned(
+    coordinator: &dyn Coordinator,
+    shard: verse_core::ShardId,
+    target: &verse_core::shardmap::TargetRecord,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let snapshot = coordinator.snapshot().await.unwrap();
+        let entry = snapshot.map.entry(shard);
+        let owned = entry.owner.as_ref().is_some_and(|o| {
+            !o.released
+                && o.node == target.node
+                && snapshot.members.get(&o.node).is_some_and(|m| m.incarnation == o.incarnation)
+        });
+        if entry.target.as_ref() == Some(target) && owned {
+            return;
+        }
+        assert!(started.elapsed() < within, "{shard} not owned as {target:?}: {entry:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls `id` through `node` until it answers, at most `within` (a liveness bound).
+async fn served_within(node: &Node, id: &str, within: Duration) -> i32 {
+    let started = Instant::now();
+    let client = node.client().with_timeout(CALL_DEADLINE);
+    loop {
+        match client.get::<Counter>(id).get(GetRequest {}).await {
+            Ok(response) => return response.value,
+            Err(error) => {
+                assert!(started.elapsed() < within, "{id} not served within {within:?}: {error}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pins_fix_shards_block_drains_and_fail_fast_while_their_node_is_absent() {
+    use verse_core::shardmap::TargetRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let voter = single_voter(dir.path()).await;
+    let operator =
+        RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
+    let store: Arc<dyn StateStore> =
+        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false));
+    let mut nodes = Vec::new();
+    for id in ["node-1", "node-2", "node-3"] {
+        nodes.push(TestNode::start(id, &voter, &store).await);
+    }
+    wait_converged(&operator, &["node-1", "node-2", "node-3"], Duration::from_secs(20)).await;
+    let ids = counter_ids(&nodes[0].node);
+    let first = nodes[0].node.clone();
+    let shard_of = |id: &str| verse_core::runtime::shard_of(&first, id).unwrap();
+    let (to_two, to_three, free) = (&ids[0], &ids[1], &ids[2]);
+
+    // Pins move their shards to the pinned nodes, which then serve them.
+    operator.pin(shard_of(to_two), "node-2".into()).await.unwrap();
+    operator.pin(shard_of(to_three), "node-3".into()).await.unwrap();
+    let within = Duration::from_secs(20);
+    wait_owned(&operator, shard_of(to_two), &TargetRecord::pinned("node-2"), within).await;
+    wait_owned(&operator, shard_of(to_three), &TargetRecord::pinned("node-3"), within).await;
+    let client = nodes[0].node.client().with_timeout(CALL_DEADLINE);
+    for id in [to_two, to_three] {
+        client.get::<Counter>(id.clone()).increment(IncrementRequest { amount: 1 }).await.unwrap();
+    }
+    assert!(nodes[1].node.is_active(to_two) && nodes[2].node.is_active(to_three));
+
+    // Draining a node that holds pins is refused and changes nothing; with unpinning it
+    // drains, and its pinned shard moves like any other.
+    let refused = nodes[1].cluster.drain().await;
+    assert_eq!(refused, Err(ClusterError::HoldsPins { shards: vec![shard_of(to_two)] }));
+    let members = operator.snapshot().await.unwrap().members;
+    assert!(!members[&verse_core::shardmap::MemberId::from("node-2")].flags.draining);
+    let leaving = nodes.remove(2);
+    leaving.cluster.drain_unpinning().await.unwrap();
+    assert!(!operator.snapshot().await.unwrap().pins.contains_key(&shard_of(to_three)));
+    leaving.stop().await;
+    assert_eq!(served_within(&nodes[0].node, to_three, within).await, 1);
+
+    // node-2 leaves without draining: its pinned shard stays unowned and its calls fail fast
+    // with the shard and the node; other shards fail over and are served.
+    let absent = nodes.remove(1);
+    absent.stop().await;
+    let error = client.get::<Counter>(to_two.clone()).get(GetRequest {}).await.unwrap_err();
+    assert_eq!(
+        error,
+        CallError::ShardPinnedToAbsentNode { shard: shard_of(to_two).0, node: "node-2".into() }
+    );
+    served_within(&nodes[0].node, free, LEASE_TTL + Duration::from_secs(5)).await;
+
+    // Unpinned, the shard fails over and its state is intact.
+    operator.unpin(shard_of(to_two)).await.unwrap();
+    assert_eq!(served_within(&nodes[0].node, to_two, within).await, 1);
+
+    for test_node in nodes {
+        test_node.stop().await;
+    }
+    voter.shutdown().await;
+}

@@ -46,6 +46,7 @@ use crate::coordinator::{
 use crate::epoch::Epoch;
 use crate::handoff::Me;
 use crate::runtime::{Node, NodeShared};
+use crate::shard::ShardId;
 use crate::shardmap::MemberId;
 use crate::transport::Transport;
 
@@ -136,6 +137,17 @@ pub enum ClusterError {
     NodeLocalStore {
         /// Another object-hosting node.
         other: String,
+    },
+    /// Operator pins fix shards on this node: draining it would leave them unowned, so it is
+    /// refused unless the caller unpins them ([`ClusterNode::drain_unpinning`]).
+    #[error(
+        "the node holds {} pinned shard(s) (first: {}); unpin them or drain with unpinning",
+        shards.len(),
+        shards.first().map_or(0, |s| s.0)
+    )]
+    HoldsPins {
+        /// The shards pinned to this node.
+        shards: Vec<ShardId>,
     },
     /// The drain did not finish within `drain_timeout` (the node still owns shards).
     #[error("drain timed out owning {owned} shards")]
@@ -339,10 +351,26 @@ impl ClusterNode {
     }
 
     /// Drains: sets the draining flag in this member's record (the leader moves its shards
-    /// away) and waits until the node owns nothing, at most `drain_timeout`.
+    /// away) and waits until the node owns nothing, at most `drain_timeout`. Refused (nothing
+    /// changes) while operator pins fix shards on this node.
     ///
-    /// Errors: the coordinator's (`set_flags`), [`ClusterError::DrainTimedOut`].
+    /// Errors: [`ClusterError::HoldsPins`], the coordinator's (`snapshot`, `set_flags`),
+    /// [`ClusterError::DrainTimedOut`].
     pub async fn drain(&self) -> Result<(), ClusterError> {
+        let pins = self.pins_here().await?;
+        if !pins.is_empty() {
+            return Err(ClusterError::HoldsPins { shards: pins });
+        }
+        self.drain_unpinning().await
+    }
+
+    /// Drains after removing every operator pin to this node (their shards then move like
+    /// the others). Errors: as [`ClusterNode::drain`], without `HoldsPins`.
+    pub async fn drain_unpinning(&self) -> Result<(), ClusterError> {
+        for shard in self.pins_here().await? {
+            tracing::info!(shard = shard.0, "unpinning to drain");
+            self.coordinator.unpin(shard).await?;
+        }
         self.coordinator.set_flags(MemberFlags { draining: true, ready: true }).await?;
         let clock = self.node.clock().clone();
         let deadline: MonoTime = clock.now() + self.options.drain_timeout;
@@ -366,6 +394,13 @@ impl ClusterNode {
                 () = clock.sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// The shards operator pins fix on this node.
+    async fn pins_here(&self) -> Result<Vec<ShardId>, ClusterError> {
+        let me = self.me.borrow().node.clone();
+        let snapshot = self.coordinator.snapshot().await?;
+        Ok(snapshot.pins.iter().filter(|(_, node)| **node == me).map(|(shard, _)| *shard).collect())
     }
 
     /// Leaves the cluster: stops the tasks (and awaits them), stops admitting calls for the
