@@ -248,20 +248,28 @@ async fn single_voter(dir: &std::path::Path) -> Arc<RaftVoter> {
     voter
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let voter = single_voter(dir.path()).await;
+/// A one-voter Raft group in `dir`, a coordinator client for the test, and three nodes on one
+/// shared in-memory store (returned for more nodes), converged.
+async fn three_nodes(
+    dir: &std::path::Path,
+) -> (Arc<RaftVoter>, RaftCoordinator, Vec<TestNode>, Arc<dyn StateStore>) {
+    let voter = single_voter(dir).await;
     let observer =
         RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
     let store: Arc<dyn StateStore> =
         Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false));
-
     let mut nodes = Vec::new();
     for id in ["node-1", "node-2", "node-3"] {
         nodes.push(TestNode::start(id, &voter, &store).await);
     }
     wait_converged(&observer, &["node-1", "node-2", "node-3"], Duration::from_secs(20)).await;
+    (voter, observer, nodes, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (voter, observer, mut nodes, store) = three_nodes(dir.path()).await;
     let ids = Arc::new(counter_ids(&nodes[0].node));
     let acked: Arc<Vec<AtomicI64>> = Arc::new(ids.iter().map(|_| AtomicI64::new(0)).collect());
 
@@ -411,16 +419,7 @@ async fn served_within(node: &Node, id: &str, within: Duration) -> i32 {
 async fn operator_pins_fix_shards_block_drains_and_fail_fast_while_their_node_is_absent() {
     use verse_core::shardmap::TargetRecord;
     let dir = tempfile::tempdir().unwrap();
-    let voter = single_voter(dir.path()).await;
-    let operator =
-        RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
-    let store: Arc<dyn StateStore> =
-        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false));
-    let mut nodes = Vec::new();
-    for id in ["node-1", "node-2", "node-3"] {
-        nodes.push(TestNode::start(id, &voter, &store).await);
-    }
-    wait_converged(&operator, &["node-1", "node-2", "node-3"], Duration::from_secs(20)).await;
+    let (voter, operator, mut nodes, _) = three_nodes(dir.path()).await;
     let ids = counter_ids(&nodes[0].node);
     let first = nodes[0].node.clone();
     let shard_of = |id: &str| verse_core::runtime::shard_of(&first, id).unwrap();

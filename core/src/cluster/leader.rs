@@ -264,14 +264,7 @@ mod tests {
     }
 
     fn view(members: &[MemberRecord], map: ShardMap) -> ClusterView {
-        ClusterView::new(ClusterSnapshot {
-            revision: Revision(1),
-            config: ClusterConfig { shard_count: map.shard_count(), generation: 1 },
-            members: members.iter().map(|m| (m.id.clone(), m.clone())).collect(),
-            leader: None,
-            map,
-            pins: Default::default(),
-        })
+        pinned_view(members, map, &[])
     }
 
     #[test]
