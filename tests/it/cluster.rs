@@ -351,7 +351,7 @@ async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_allowed() {
+async fn node_local_stores_and_other_object_hosting_nodes_refuse_each_other_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let voter = single_voter(dir.path()).await;
     let local = || -> Arc<dyn StateStore> {
@@ -371,6 +371,19 @@ async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_a
     assert!(!members.keys().any(|m| m.as_str() == "node-2"), "{members:?}");
     let second = TestNode::start_with("node-2", &voter, &local(), true).await.unwrap();
     assert!(second.cluster.me().incarnation.0 > 0);
+    // A node with a shared store refuses too: shards moving to it from node-1 would lose
+    // their state. It names the node-local node and leaves no record; allowed, it joins.
+    let shared = || -> Arc<dyn StateStore> {
+        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false))
+    };
+    let refused = TestNode::start_with("node-3", &voter, &shared(), false).await;
+    let Err(error) = refused else { panic!("node-3 joined beside node-local nodes") };
+    assert_eq!(error, ClusterError::OtherNodeLocalStore { other: "node-1".into() });
+    assert!(error.to_string().contains("allow_state_loss"), "{error}");
+    let members = observer.snapshot().await.unwrap().members;
+    assert!(!members.keys().any(|m| m.as_str() == "node-3"), "{members:?}");
+    let third = TestNode::start_with("node-3", &voter, &shared(), true).await.unwrap();
+    third.stop().await;
     second.stop().await;
     first.stop().await;
     voter.shutdown().await;

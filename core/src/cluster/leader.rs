@@ -260,6 +260,7 @@ mod tests {
             version: String::new(),
             start_time_unix_ms: 0,
             flags: MemberFlags { draining, ready: true },
+            node_local_store: false,
         }
     }
 

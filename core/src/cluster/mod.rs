@@ -138,6 +138,18 @@ pub enum ClusterError {
         /// Another object-hosting node.
         other: String,
     },
+    /// Another object-hosting node keeps its objects' state in a node-local store: shards
+    /// moving from it to this node would lose their state (allowed only with
+    /// `allow_state_loss`).
+    #[error(
+        "node {other} keeps its objects' state in a node-local store (memory or redb): shards \
+         moving from it to this node would lose their state; give {other} a shared store \
+         (PostgreSQL) or set allow_state_loss = true"
+    )]
+    OtherNodeLocalStore {
+        /// The node with the node-local store.
+        other: String,
+    },
     /// Operator pins fix shards on this node: draining it would leave them unowned, so it is
     /// refused unless the caller unpins them ([`ClusterNode::drain_unpinning`]).
     #[error(
@@ -197,15 +209,25 @@ impl WatchSeen {
     }
 }
 
-/// `Err(NodeLocalStore)` if a member other than `me` hosts objects (a node).
+/// Refuses a join that would lose state when shards move: `Err(NodeLocalStore)` if this
+/// node's store is node-local (`local`) and another node hosts objects, and
+/// `Err(OtherNodeLocalStore)` if another node keeps its state in a node-local store.
 async fn refuse_state_loss(
     coordinator: &dyn Coordinator,
     me: &MemberId,
+    local: bool,
 ) -> Result<(), ClusterError> {
     let snapshot = coordinator.snapshot().await?;
-    let other = snapshot.members.values().find(|m| m.role == MemberRole::Node && &m.id != me);
-    match other {
-        Some(other) => Err(ClusterError::NodeLocalStore { other: other.id.to_string() }),
+    let mut others =
+        snapshot.members.values().filter(|m| m.role == MemberRole::Node && &m.id != me);
+    if local {
+        if let Some(other) = others.next() {
+            return Err(ClusterError::NodeLocalStore { other: other.id.to_string() });
+        }
+        return Ok(());
+    }
+    match others.find(|m| m.node_local_store) {
+        Some(other) => Err(ClusterError::OtherNodeLocalStore { other: other.id.to_string() }),
         None => Ok(()),
     }
 }
@@ -256,6 +278,7 @@ impl ClusterNode {
             version: options.version.clone(),
             start_time_unix_ms: 0,
             flags: MemberFlags { draining: false, ready: true },
+            node_local_store: shared.store.is_node_local(),
         };
         let clock = shared.clock.clone();
         let deadline = clock.now() + options.register_wait;
@@ -267,10 +290,11 @@ impl ClusterNode {
             deadline,
         )
         .await?;
-        if shared.store.is_node_local() && !options.allow_state_loss {
-            // Checked after registering, so two such nodes starting together both see each
-            // other (and both refuse).
-            if let Err(error) = refuse_state_loss(&*coordinator, &record.id).await {
+        if !options.allow_state_loss {
+            // Checked after registering, so two nodes starting together both see each other
+            // (and both refuse).
+            let local = shared.store.is_node_local();
+            if let Err(error) = refuse_state_loss(&*coordinator, &record.id, local).await {
                 if let Err(left) = coordinator.deregister().await {
                     tracing::warn!(error = %left, "deregistering after refusing to join failed");
                 }

@@ -203,6 +203,7 @@ mod tests {
                     version: String::new(),
                     start_time_unix_ms: 0,
                     flags: MemberFlags::default(),
+                    node_local_store: false,
                 };
                 (record.id.clone(), record)
             })
