@@ -2,9 +2,12 @@
 //! call to that peer, with keepalive on, over an injected `tower` connector.
 //!
 //! Every call carries the time left before the caller's deadline, measured on the caller's
-//! [`Clock`](verse_core::Clock) right before sending, and the same bound as the gRPC timeout
-//! (plus a small grace, so the callee's typed `DeadlineExceeded` normally arrives first). The
-//! client waits at most that long (tokio time, at the network edge). Failures are classified by
+//! [`Clock`](verse_core::Clock) right before sending (`remaining_micros`); the callee enforces
+//! it on its node's timing wheel, so method calls carry no `grpc-timeout` header (which would
+//! make tonic's server arm a tokio timer per call). The client waits at most that long plus a
+//! small grace (tokio time, at the network edge), so the callee's typed `DeadlineExceeded`
+//! normally arrives first and a hung peer cannot hold a caller past its deadline. Creates,
+//! deletes and the other RPCs also send the bound as their gRPC timeout. Failures are classified by
 //! [`crate::status::classify`]: only errors that prove the call did not start may be resent.
 
 use std::collections::HashMap;
@@ -185,8 +188,8 @@ impl NodeClient {
             one_way: call.one_way,
         };
         let budget = remaining + self.config.deadline_grace;
-        let mut request = Request::new(message);
-        request.set_timeout(budget);
+        // No `set_timeout`: the callee's wheel enforces `remaining_micros` (module docs).
+        let request = Request::new(message);
         let response =
             self.finish(peer, &id, Some(call.deadline), budget, client.call(request)).await?;
         Ok(wire::payload_from(response.response))
