@@ -98,6 +98,11 @@ pub struct NodeArgs {
     /// node-local (memory or redb): state is lost whenever a shard moves.
     #[arg(long, env = "VERSE_ALLOW_STATE_LOSS")]
     pub allow_state_loss: bool,
+    /// On SIGTERM, remove operator pins to this node so its pinned shards move away too
+    /// (without it a node holding pins stops without draining, its pinned shards unowned
+    /// until it returns).
+    #[arg(long, env = "VERSE_UNPIN_ON_DRAIN")]
+    pub unpin_on_drain: bool,
     /// Append every turn's interval (object, node, incarnation, epoch, start, end on
     /// CLOCK_MONOTONIC) to this file, unbuffered: for the invariant checker of the process
     /// tests.
@@ -155,6 +160,7 @@ struct FileConfig {
     shards: Option<u32>,
     drain_timeout: Option<u64>,
     allow_state_loss: Option<bool>,
+    unpin_on_drain: Option<bool>,
     turn_log: Option<PathBuf>,
 }
 
@@ -232,6 +238,8 @@ pub struct NodeSettings {
     pub drain_timeout: Duration,
     /// Whether a node-local store may join a cluster with other object-hosting nodes.
     pub allow_state_loss: bool,
+    /// Whether a SIGTERM drain first removes the operator pins to this node.
+    pub unpin_on_drain: bool,
     /// Where turn intervals are logged, if anywhere.
     pub turn_log: Option<PathBuf>,
 }
@@ -329,6 +337,7 @@ impl NodeArgs {
                 self.drain_timeout.or(file.drain_timeout).unwrap_or(120),
             ),
             allow_state_loss: self.allow_state_loss || file.allow_state_loss.unwrap_or(false),
+            unpin_on_drain: self.unpin_on_drain || file.unpin_on_drain.unwrap_or(false),
             turn_log: self.turn_log.or(file.turn_log),
         })
     }

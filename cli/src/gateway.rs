@@ -90,6 +90,25 @@ pub struct GatewayArgs {
     /// proxy) [default: connection].
     #[arg(long, env = "VERSE_BIND")]
     pub bind: Option<GatewayBind>,
+    /// Deadline of calls that carry none, in seconds [default: 30].
+    #[arg(long, env = "VERSE_DEFAULT_DEADLINE")]
+    pub default_deadline: Option<u64>,
+    /// Pushes kept per session: its queue and replay buffer, the oldest dropped when full
+    /// [default: 1024].
+    #[arg(long, env = "VERSE_SESSION_BUFFER")]
+    pub session_buffer: Option<usize>,
+    /// Seconds a disconnected session stays resumable [default: 30].
+    #[arg(long, env = "VERSE_SESSION_GRACE")]
+    pub session_grace: Option<u64>,
+    /// Seconds between SSE heartbeats of an idle event stream [default: 30].
+    #[arg(long, env = "VERSE_HEARTBEAT_INTERVAL")]
+    pub heartbeat_interval: Option<u64>,
+    /// Largest HTTP request body read, in bytes [default: 4194304].
+    #[arg(long, env = "VERSE_HTTP_BODY_LIMIT")]
+    pub http_body_limit: Option<usize>,
+    /// Largest gRPC request message decoded, in bytes [default: 4194304].
+    #[arg(long, env = "VERSE_GRPC_MAX_MESSAGE")]
+    pub grpc_max_message: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +125,41 @@ struct GatewayFile {
     lease_ttl: Option<u64>,
     require_session: Option<bool>,
     bind: Option<GatewayBind>,
+    default_deadline: Option<u64>,
+    session_buffer: Option<usize>,
+    session_grace: Option<u64>,
+    heartbeat_interval: Option<u64>,
+    http_body_limit: Option<usize>,
+    grpc_max_message: Option<usize>,
+}
+
+/// The gateway's limits and session settings, resolved (defaults: [`GatewayConfig::new`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// Deadline of calls that carry none.
+    pub default_deadline: Duration,
+    /// Pushes kept per session.
+    pub session_buffer: usize,
+    /// How long a disconnected session stays resumable.
+    pub session_grace: Duration,
+    /// SSE heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// Largest HTTP request body, bytes.
+    pub http_body_limit: usize,
+    /// Largest gRPC request message, bytes.
+    pub grpc_max_message: usize,
+}
+
+impl GatewayLimits {
+    /// Applies these limits to `config`.
+    pub fn apply(&self, config: &mut GatewayConfig) {
+        config.default_deadline = self.default_deadline;
+        config.session_buffer = self.session_buffer;
+        config.session_grace = self.session_grace;
+        config.heartbeat_interval = self.heartbeat_interval;
+        config.http_body_limit = self.http_body_limit;
+        config.grpc_max_message = self.grpc_max_message;
+    }
 }
 
 /// How the gateway reaches its coordinator, resolved.
@@ -123,6 +177,27 @@ pub enum GatewayCoordinatorSettings {
         /// Voter addresses.
         endpoints: Vec<String>,
     },
+}
+
+/// A coordinator client for a member that hosts no objects (a gateway, an operator command).
+pub(crate) async fn connect(
+    settings: &GatewayCoordinatorSettings,
+    lease_ttl: Duration,
+    clock: &SharedClock,
+) -> anyhow::Result<Arc<dyn Coordinator>> {
+    Ok(match settings {
+        GatewayCoordinatorSettings::Etcd { endpoints, prefix } => {
+            let mut options = EtcdOptions::new(endpoints.clone(), prefix.clone());
+            options.lease_ttl = lease_ttl;
+            options.clock = clock.clone();
+            Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
+        }
+        GatewayCoordinatorSettings::Raft { endpoints } => {
+            let access: Arc<dyn RaftAccess> =
+                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), lease_ttl));
+            Arc::new(RaftCoordinator::new(access, clock.clone(), ClientOptions::new(lease_ttl)))
+        }
+    })
 }
 
 /// Everything `verse gateway` needs, resolved.
@@ -144,6 +219,8 @@ pub struct GatewaySettings {
     pub require_session: bool,
     /// The gRPC binding rule of client ids.
     pub bind: GatewayBind,
+    /// Limits and session settings.
+    pub limits: GatewayLimits,
 }
 
 impl GatewayArgs {
@@ -200,7 +277,51 @@ impl GatewayArgs {
         if lease_ttl == 0 {
             bail!("--lease-ttl must be positive");
         }
+        let defaults = GatewayConfig::new("-", "-");
+        let seconds = |flag: &str, value: Option<u64>, default: Duration| match value {
+            Some(0) => bail!("--{flag} must be positive"),
+            Some(value) => Ok(Duration::from_secs(value)),
+            None => Ok(default),
+        };
+        let bytes = |flag: &str, value: Option<usize>, default: usize| match value {
+            Some(0) => bail!("--{flag} must be positive"),
+            Some(value) => Ok(value),
+            None => Ok(default),
+        };
+        let limits = GatewayLimits {
+            default_deadline: seconds(
+                "default-deadline",
+                self.default_deadline.or(file.default_deadline),
+                defaults.default_deadline,
+            )?,
+            session_buffer: bytes(
+                "session-buffer",
+                self.session_buffer.or(file.session_buffer),
+                defaults.session_buffer,
+            )?,
+            session_grace: seconds(
+                "session-grace",
+                self.session_grace.or(file.session_grace),
+                defaults.session_grace,
+            )?,
+            heartbeat_interval: seconds(
+                "heartbeat-interval",
+                self.heartbeat_interval.or(file.heartbeat_interval),
+                defaults.heartbeat_interval,
+            )?,
+            http_body_limit: bytes(
+                "http-body-limit",
+                self.http_body_limit.or(file.http_body_limit),
+                defaults.http_body_limit,
+            )?,
+            grpc_max_message: bytes(
+                "grpc-max-message",
+                self.grpc_max_message.or(file.grpc_max_message),
+                defaults.grpc_max_message,
+            )?,
+        };
         Ok(GatewaySettings {
+            limits,
             gateway_id,
             grpc_listen,
             advertise: self.advertise.or(file.advertise),
@@ -219,23 +340,7 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let clock: SharedClock = SystemClock::shared();
-    let coordinator: Arc<dyn Coordinator> = match &settings.coordinator {
-        GatewayCoordinatorSettings::Etcd { endpoints, prefix } => {
-            let mut options = EtcdOptions::new(endpoints.clone(), prefix.clone());
-            options.lease_ttl = settings.lease_ttl;
-            options.clock = clock.clone();
-            Arc::new(EtcdCoordinator::connect(options).await.context("connecting to etcd")?)
-        }
-        GatewayCoordinatorSettings::Raft { endpoints } => {
-            let access: Arc<dyn RaftAccess> =
-                Arc::new(RemoteAccess::for_lease_ttl(endpoints.clone(), settings.lease_ttl));
-            Arc::new(RaftCoordinator::new(
-                access,
-                clock.clone(),
-                ClientOptions::new(settings.lease_ttl),
-            ))
-        }
-    };
+    let coordinator = connect(&settings.coordinator, settings.lease_ttl, &clock).await?;
     let grpc = TcpIncoming::bind(settings.grpc_listen)
         .await
         .with_context(|| format!("binding the gRPC port {}", settings.grpc_listen))?;
@@ -251,6 +356,7 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         GatewayBind::Connection => Bind::Connection,
         GatewayBind::Principal => Bind::Principal,
     };
+    settings.limits.apply(&mut config);
     let gateway = Arc::new(
         GatewayBuilder::new(config, coordinator, clock)
             .start()
@@ -329,5 +435,27 @@ mod tests {
         let flag = GatewayArgs { bind: Some(GatewayBind::Connection), ..GatewayArgs::default() };
         assert_eq!(flag.merge(file).expect("resolves").bind, GatewayBind::Connection);
         assert!(toml::from_str::<GatewayFile>("bind = \"nope\"").is_err());
+    }
+
+    #[test]
+    fn limits_come_from_flags_over_the_file_over_the_defaults() {
+        let raft = "coordinator = \"raft\"\nraft_endpoints = [\"a:1\"]\n";
+        let file: GatewayFile =
+            toml::from_str(&format!("{raft}session_buffer = 64\nhttp_body_limit = 1000\n"))
+                .expect("valid TOML");
+        let flags = GatewayArgs { http_body_limit: Some(2000), ..GatewayArgs::default() };
+        let limits = flags.merge(file).expect("resolves").limits;
+        let defaults = GatewayConfig::new("-", "-");
+        assert_eq!(limits.session_buffer, 64, "from the file");
+        assert_eq!(limits.http_body_limit, 2000, "the flag wins");
+        assert_eq!(limits.grpc_max_message, defaults.grpc_max_message);
+        assert_eq!(limits.default_deadline, defaults.default_deadline);
+        let mut config = GatewayConfig::new("gw", "a:1");
+        limits.apply(&mut config);
+        assert_eq!((config.session_buffer, config.http_body_limit), (64, 2000));
+        let file: GatewayFile = toml::from_str(raft).expect("valid TOML");
+        let zero = GatewayArgs { session_grace: Some(0), ..GatewayArgs::default() };
+        let error = zero.merge(file).unwrap_err();
+        assert!(error.to_string().contains("--session-grace must be positive"), "{error}");
     }
 }

@@ -12,6 +12,7 @@ pub mod dev;
 pub mod gateway;
 pub mod node;
 pub mod ops;
+pub mod shard;
 pub mod turnlog;
 
 use anyhow::Context;
@@ -41,6 +42,8 @@ pub enum Command {
     /// Runs an embedded Raft voter that hosts no objects (`--coordinator raft-voter` and its
     /// `--raft-*` flags) until SIGTERM or SIGINT.
     Coord(Box<config::NodeArgs>),
+    /// Pins a shard to a node, removes a pin, or shows a shard's target and owner.
+    Shard(shard::ShardArgs),
 }
 
 /// Parses the command line, sets up logging (`RUST_LOG`, default `info`) and runs the command.
@@ -66,6 +69,7 @@ pub fn run() -> anyhow::Result<()> {
             let settings = args.resolve()?;
             runtime.block_on(node::run_coord(settings))
         }
+        Command::Shard(args) => runtime.block_on(shard::run(args)),
     }
 }
 

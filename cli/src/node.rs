@@ -73,24 +73,11 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     let ops_address = ops_listener.local_addr()?;
     let ops_stop = CancellationToken::new();
     let ready = readiness(stopping.clone(), joined.clone(), clock.clone());
-    // Histogram samples buffer in the recorder until drained: without a scrape they would grow
-    // without bound, so upkeep drains them periodically.
-    let upkeep = tokio::spawn({
-        let metrics = metrics.clone();
-        let stop = ops_stop.clone();
-        async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => metrics.run_upkeep(),
-                }
-            }
-        }
-    });
     let ops_served = tokio::spawn(ops::serve(ops_listener, metrics, ready, ops_stop.clone()));
 
     let (coordinator, voter) = coordinator(&settings, &clock).await?;
+    let voter_watch =
+        voter.as_ref().map(|v| tokio::spawn(watch_voter(v.voter.clone(), v.stop.clone())));
     let store = store(&settings.store, &clock).await?;
     let config = NodeConfig {
         node_id: settings.node_id.clone(),
@@ -148,7 +135,12 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     stopping.store(true, Ordering::SeqCst);
     if outcome.is_ok() {
         tracing::info!("draining");
-        if let Err(error) = cluster.drain().await {
+        let drained = if settings.unpin_on_drain {
+            cluster.drain_unpinning().await
+        } else {
+            cluster.drain().await
+        };
+        if let Err(error) = drained {
             tracing::warn!(%error, "drain incomplete; leaving anyway");
         }
     }
@@ -158,15 +150,17 @@ pub async fn run(settings: NodeSettings) -> anyhow::Result<()> {
     node.shutdown().await;
     if let Some(voter) = voter {
         voter.stop.cancel();
+        if let Some(watch) = voter_watch
+            && let Err(error) = watch.await
+        {
+            tracing::warn!(%error, "voter status task failed");
+        }
         if let Err(error) = voter.served.await {
             tracing::warn!(%error, "Raft server task failed");
         }
         voter.voter.shutdown().await;
     }
     ops_stop.cancel();
-    if let Err(error) = upkeep.await {
-        tracing::warn!(%error, "metrics upkeep task failed");
-    }
     crate::join_server(ops_served, "ops server").await;
     tracing::info!("stopped");
     outcome
@@ -181,28 +175,39 @@ pub async fn run_coord(settings: NodeSettings) -> anyhow::Result<()> {
     else {
         anyhow::bail!("verse coord needs --coordinator raft-voter");
     };
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
     let clock: SharedClock = SystemClock::shared();
+    let ops_listener = TcpListener::bind(settings.ops_listen)
+        .await
+        .with_context(|| format!("binding the ops port {}", settings.ops_listen))?;
+    let ops_address = ops_listener.local_addr()?;
     let voter =
         start_voter(&settings, *id, peers, *listen, advertise.clone(), *init, &clock).await?;
-    tracing::info!(raft_id = id, raft_address = %voter.address, "ready to serve (coordinator)");
-    let follow = tokio::spawn({
-        let (voter, stop) = (voter.voter.clone(), voter.stop.clone());
-        async move {
-            let mut known = None;
-            let mut every = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = every.tick() => {}
-                }
-                let leader = voter.current_leader();
-                if leader != known {
-                    known = leader;
-                    tracing::info!(leader = leader.unwrap_or(0), "Raft leader");
-                }
+    // Ready while this voter knows a leader (it is part of a working group) and not stopping.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let ready: ops::ReadyCheck = {
+        let (voter, stopping) = (voter.voter.clone(), stopping.clone());
+        Arc::new(move || {
+            if stopping.load(Ordering::SeqCst) {
+                return Err("stopping".into());
             }
-        }
-    });
+            match voter.current_leader() {
+                Some(_) => Ok(()),
+                None => Err("no Raft leader known".into()),
+            }
+        })
+    };
+    let ops_stop = CancellationToken::new();
+    let ops_served = tokio::spawn(ops::serve(ops_listener, metrics, ready, ops_stop.clone()));
+    tracing::info!(
+        raft_id = id,
+        raft_address = %voter.address,
+        ops_address = %ops_address,
+        "ready to serve (coordinator)"
+    );
+    let follow = tokio::spawn(watch_voter(voter.voter.clone(), voter.stop.clone()));
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -211,6 +216,7 @@ pub async fn run_coord(settings: NodeSettings) -> anyhow::Result<()> {
         _ = terminate.recv() => tracing::info!("SIGTERM"),
         _ = interrupt.recv() => tracing::info!("SIGINT"),
     }
+    stopping.store(true, Ordering::SeqCst);
     voter.stop.cancel();
     if let Err(error) = follow.await {
         tracing::warn!(%error, "leader follower task failed");
@@ -219,8 +225,36 @@ pub async fn run_coord(settings: NodeSettings) -> anyhow::Result<()> {
         tracing::warn!(%error, "Raft server task failed");
     }
     voter.voter.shutdown().await;
+    ops_stop.cancel();
+    crate::join_server(ops_served, "ops server").await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs a `Raft leader` line whenever the leader `voter` knows of changes and publishes its
+/// Raft status as gauges (`verse_raft_*`), every 100 ms until `stop`.
+async fn watch_voter(voter: Arc<RaftVoter>, stop: CancellationToken) {
+    let mut known = None;
+    let mut every = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let status = voter.status();
+        if status.leader != known {
+            known = status.leader;
+            tracing::info!(leader = status.leader.unwrap_or(0), "Raft leader");
+        }
+        let index = |index: Option<u64>| index.map_or(-1.0, |i| i as f64);
+        metrics::gauge!("verse_raft_leader_id").set(status.leader.map_or(0.0, |l| l as f64));
+        metrics::gauge!("verse_raft_is_leader").set(if status.is_leader { 1.0 } else { 0.0 });
+        metrics::gauge!("verse_raft_term").set(status.term as f64);
+        metrics::gauge!("verse_raft_last_log_index").set(index(status.last_log_index));
+        metrics::gauge!("verse_raft_last_applied_index").set(index(status.last_applied_index));
+        metrics::gauge!("verse_raft_snapshot_index").set(index(status.snapshot_index));
+        metrics::gauge!("verse_raft_voters").set(status.voters as f64);
+    }
 }
 
 /// The readiness check of the ops port (module docs).

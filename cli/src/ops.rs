@@ -32,7 +32,8 @@ pub async fn serve(
 }
 
 /// Serves the ops endpoints and the routes of `extra` (a gateway's HTTP routes) on
-/// `listener` until `stop` is cancelled.
+/// `listener` until `stop` is cancelled. Also drains the recorder's histogram samples every
+/// [`UPKEEP_EVERY`]: without a scrape they would grow without bound.
 pub async fn serve_with(
     listener: TcpListener,
     metrics: PrometheusHandle,
@@ -40,14 +41,31 @@ pub async fn serve_with(
     extra: Router,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let upkeep = {
+        let (metrics, stop) = (metrics.clone(), stop.clone());
+        async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => metrics.run_upkeep(),
+                }
+            }
+        }
+    };
     let ops = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readiness))
         .with_state(Ops { metrics, ready });
     let router = extra.merge(ops);
-    axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+    let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+    let (served, ()) = tokio::join!(served.into_future(), upkeep);
+    served
 }
+
+/// How often [`serve_with`] drains histogram samples.
+pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn render_metrics(State(ops): State<Ops>) -> String {
     ops.metrics.render()

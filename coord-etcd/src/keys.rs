@@ -153,6 +153,9 @@ struct MemberDoc {
     start_time_unix_ms: u64,
     draining: bool,
     ready: bool,
+    /// Absent in records written before the field existed.
+    #[serde(default)]
+    node_local_store: bool,
 }
 
 pub(crate) fn encode_member(record: &MemberRecord) -> Vec<u8> {
@@ -165,6 +168,7 @@ pub(crate) fn encode_member(record: &MemberRecord) -> Vec<u8> {
         start_time_unix_ms: record.start_time_unix_ms,
         draining: record.flags.draining,
         ready: record.flags.ready,
+        node_local_store: record.node_local_store,
     })
 }
 
@@ -178,6 +182,7 @@ pub(crate) fn decode_member(bytes: &[u8]) -> Result<MemberRecord, CoordError> {
         version: doc.version,
         start_time_unix_ms: doc.start_time_unix_ms,
         flags: MemberFlags { draining: doc.draining, ready: doc.ready },
+        node_local_store: doc.node_local_store,
     })
 }
 

@@ -42,5 +42,5 @@ pub use network::LocalRouter;
 pub use runtime::{SeededRuntime, seed_election_randomness};
 pub use server::{ServeError, VoterServer};
 pub use storage::{DatabaseSource, DiskError};
-pub use voter::{MembershipError, RaftVoter, VoterConfig, VoterError};
+pub use voter::{MembershipError, RaftVoter, VoterConfig, VoterError, VoterStatus};
 pub use wire::MembershipView;

@@ -55,6 +55,9 @@ pub struct MemberRec {
     pub draining: bool,
     /// The ready flag.
     pub ready: bool,
+    /// The node's store is node-local (absent in records written before the field existed).
+    #[serde(default)]
+    pub node_local_store: bool,
 }
 
 impl MemberRec {
@@ -72,6 +75,7 @@ impl MemberRec {
             start_time_unix_ms: registration.start_time_unix_ms,
             draining: registration.flags.draining,
             ready: registration.flags.ready,
+            node_local_store: registration.node_local_store,
         }
     }
 }
@@ -89,6 +93,7 @@ impl From<MemberRec> for MemberRecord {
             version: rec.version,
             start_time_unix_ms: rec.start_time_unix_ms,
             flags: MemberFlags { draining: rec.draining, ready: rec.ready },
+            node_local_store: rec.node_local_store,
         }
     }
 }

@@ -134,6 +134,25 @@ pub(crate) struct VoterInner {
     config: VoterConfig,
 }
 
+/// A voter's Raft status at one moment ([`RaftVoter::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoterStatus {
+    /// The leader this voter knows of.
+    pub leader: Option<u64>,
+    /// Whether this voter leads now.
+    pub is_leader: bool,
+    /// Its current term.
+    pub term: u64,
+    /// Index of its last log entry.
+    pub last_log_index: Option<u64>,
+    /// Index of the last entry applied to its state machine.
+    pub last_applied_index: Option<u64>,
+    /// Index of the last entry its latest snapshot covers.
+    pub snapshot_index: Option<u64>,
+    /// Voters in the membership it knows.
+    pub voters: usize,
+}
+
 /// A running voter. Dropping it without [`RaftVoter::shutdown`] leaves openraft's tasks to the
 /// runtime; call `shutdown` to stop them and release the data file.
 pub struct RaftVoter {
@@ -321,6 +340,20 @@ impl RaftVoter {
     /// The Raft leader this voter knows of.
     pub fn current_leader(&self) -> Option<u64> {
         self.inner.metrics.borrow().current_leader
+    }
+
+    /// This voter's Raft status now (for metrics and operators).
+    pub fn status(&self) -> VoterStatus {
+        let metrics = self.inner.metrics.borrow();
+        VoterStatus {
+            leader: metrics.current_leader,
+            is_leader: metrics.state == openraft::ServerState::Leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            last_applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
+            voters: metrics.membership_config.membership().voter_ids().count(),
+        }
     }
 
     /// Drops the replicated change log up to the current revision (watchers from before it

@@ -197,7 +197,7 @@ pub(crate) fn session_items(
                         return None;
                     }
                     latest.borrow_and_update();
-                    ready.extend(attachment.session().read_after(after));
+                    attachment.session().read_after_into(after, &mut ready);
                     if ready.is_empty() {
                         tokio::select! {
                             changed = latest.changed() => if changed.is_err() { return None },

@@ -60,6 +60,7 @@ impl Member {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             start_time_unix_ms: 0,
             flags: MemberFlags { draining: false, ready: true },
+            node_local_store: false,
         }
     }
 

@@ -96,10 +96,23 @@ impl AuthHook for AllowAnonymous {
     }
 }
 
+/// A push shared by every session it went to (a broadcast stores one copy, not one per
+/// session).
+type SharedPush = Arc<Any>;
+
 struct Ring {
     /// Sequence number of the next push (pushes start at 1; 0 is the register item).
     next_seq: u64,
-    items: VecDeque<(u64, Any)>,
+    /// Consecutive pushes, oldest first: the item at index `i` has sequence number
+    /// `next_seq - len + i`.
+    items: VecDeque<SharedPush>,
+}
+
+impl Ring {
+    /// Sequence number of the oldest push held.
+    fn first_seq(&self) -> u64 {
+        self.next_seq - self.items.len() as u64
+    }
 }
 
 struct SessionState {
@@ -149,8 +162,15 @@ impl Session {
         self.state().connection == Some(connection)
     }
 
-    /// Appends a push (dropping the oldest when full: module docs).
+    /// Appends a push (dropping the oldest when full: module docs). Counts it in
+    /// `verse_gateway_pushes_total`.
     pub fn push(&self, item: Any) {
+        self.push_shared(Arc::new(item));
+        metrics::counter!("verse_gateway_pushes_total").increment(1);
+    }
+
+    /// Appends a push without counting it (the caller counts a fan-out once).
+    fn push_shared(&self, item: SharedPush) {
         let seq = {
             let mut state = self.state();
             let seq = state.ring.next_seq;
@@ -160,16 +180,35 @@ impl Session {
                 metrics::counter!("verse_gateway_push_dropped_total", "reason" => "overflow")
                     .increment(1);
             }
-            state.ring.items.push_back((seq, item));
+            state.ring.items.push_back(item);
             seq
         };
         self.latest.send_replace(seq);
-        metrics::counter!("verse_gateway_pushes_total").increment(1);
+    }
+
+    /// Pushes with a sequence number above `after`, oldest first (appended to `out`, so a
+    /// reader reuses one buffer).
+    pub fn read_after_into(&self, after: u64, out: &mut VecDeque<(u64, Any)>) {
+        let state = self.state();
+        let first = state.ring.first_seq();
+        let skip = after.saturating_add(1).saturating_sub(first);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        out.extend(
+            state
+                .ring
+                .items
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .map(|(index, item)| (first + index as u64, Any::clone(item))),
+        );
     }
 
     /// Pushes with a sequence number above `after`, oldest first.
     pub fn read_after(&self, after: u64) -> Vec<(u64, Any)> {
-        self.state().ring.items.iter().filter(|(seq, _)| *seq > after).cloned().collect()
+        let mut out = VecDeque::new();
+        self.read_after_into(after, &mut out);
+        out.into()
     }
 
     /// A receiver of the latest sequence number (changes on every push).
@@ -321,9 +360,11 @@ impl Sessions {
     pub fn deliver(&self, client_id: &str, item: Any) -> usize {
         if client_id.is_empty() {
             let sessions: Vec<Arc<Session>> = self.map().values().cloned().collect();
+            let item = Arc::new(item);
             for session in &sessions {
-                session.push(item.clone());
+                session.push_shared(item.clone());
             }
+            metrics::counter!("verse_gateway_pushes_total").increment(sessions.len() as u64);
             return sessions.len();
         }
         match self.get(client_id) {
@@ -397,6 +438,9 @@ mod tests {
         let resumed = sessions.resume(&id, &Principal::default(), ConnectionId(2)).expect("resume");
         assert!(resumed.session().bound_to(ConnectionId(2)));
         assert_eq!(resumed.session().read_after(2).len(), 1);
+        assert_eq!(resumed.session().read_after(1).len(), 2, "a gap reads from the oldest held");
+        assert!(resumed.session().read_after(3).is_empty());
+        assert!(resumed.session().read_after(u64::MAX).is_empty());
         drop(resumed);
         tokio::time::advance(Duration::from_secs(31)).await;
         assert_eq!(sessions.sweep(), 1);

@@ -248,20 +248,28 @@ async fn single_voter(dir: &std::path::Path) -> Arc<RaftVoter> {
     voter
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let voter = single_voter(dir.path()).await;
+/// A one-voter Raft group in `dir`, a coordinator client for the test, and three nodes on one
+/// shared in-memory store (returned for more nodes), converged.
+async fn three_nodes(
+    dir: &std::path::Path,
+) -> (Arc<RaftVoter>, RaftCoordinator, Vec<TestNode>, Arc<dyn StateStore>) {
+    let voter = single_voter(dir).await;
     let observer =
         RaftCoordinator::new(voter.clone(), SystemClock::shared(), ClientOptions::new(LEASE_TTL));
     let store: Arc<dyn StateStore> =
         Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false));
-
     let mut nodes = Vec::new();
     for id in ["node-1", "node-2", "node-3"] {
         nodes.push(TestNode::start(id, &voter, &store).await);
     }
     wait_converged(&observer, &["node-1", "node-2", "node-3"], Duration::from_secs(20)).await;
+    (voter, observer, nodes, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (voter, observer, mut nodes, store) = three_nodes(dir.path()).await;
     let ids = Arc::new(counter_ids(&nodes[0].node));
     let acked: Arc<Vec<AtomicI64>> = Arc::new(ids.iter().map(|_| AtomicI64::new(0)).collect());
 
@@ -343,7 +351,7 @@ async fn three_nodes_serve_every_object_and_move_shards_without_failing_a_call()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_allowed() {
+async fn node_local_stores_and_other_object_hosting_nodes_refuse_each_other_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let voter = single_voter(dir.path()).await;
     let local = || -> Arc<dyn StateStore> {
@@ -363,7 +371,114 @@ async fn a_node_local_store_refuses_to_join_another_object_hosting_node_unless_a
     assert!(!members.keys().any(|m| m.as_str() == "node-2"), "{members:?}");
     let second = TestNode::start_with("node-2", &voter, &local(), true).await.unwrap();
     assert!(second.cluster.me().incarnation.0 > 0);
+    // A node with a shared store refuses too: shards moving to it from node-1 would lose
+    // their state. It names the node-local node and leaves no record; allowed, it joins.
+    let shared = || -> Arc<dyn StateStore> {
+        Arc::new(MemoryStore::new(SystemClock::shared(), DEFAULT_TOMBSTONE_RETENTION, false))
+    };
+    let refused = TestNode::start_with("node-3", &voter, &shared(), false).await;
+    let Err(error) = refused else { panic!("node-3 joined beside node-local nodes") };
+    assert_eq!(error, ClusterError::OtherNodeLocalStore { other: "node-1".into() });
+    assert!(error.to_string().contains("allow_state_loss"), "{error}");
+    let members = observer.snapshot().await.unwrap().members;
+    assert!(!members.keys().any(|m| m.as_str() == "node-3"), "{members:?}");
+    let third = TestNode::start_with("node-3", &voter, &shared(), true).await.unwrap();
+    third.stop().await;
     second.stop().await;
     first.stop().await;
+    voter.shutdown().await;
+}
+
+/// Waits until `shard`'s target is `target` (pinned or not) and its live owner is that node.
+async fn wait_owned(
+    coordinator: &dyn Coordinator,
+    shard: verse_core::ShardId,
+    target: &verse_core::shardmap::TargetRecord,
+    within: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let snapshot = coordinator.snapshot().await.unwrap();
+        let entry = snapshot.map.entry(shard);
+        let owned = entry.owner.as_ref().is_some_and(|o| {
+            !o.released
+                && o.node == target.node
+                && snapshot.members.get(&o.node).is_some_and(|m| m.incarnation == o.incarnation)
+        });
+        if entry.target.as_ref() == Some(target) && owned {
+            return;
+        }
+        assert!(started.elapsed() < within, "{shard} not owned as {target:?}: {entry:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Calls `id` through `node` until it answers, at most `within` (a liveness bound).
+async fn served_within(node: &Node, id: &str, within: Duration) -> i32 {
+    let started = Instant::now();
+    let client = node.client().with_timeout(CALL_DEADLINE);
+    loop {
+        match client.get::<Counter>(id).get(GetRequest {}).await {
+            Ok(response) => return response.value,
+            Err(error) => {
+                assert!(started.elapsed() < within, "{id} not served within {within:?}: {error}")
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_pins_fix_shards_block_drains_and_fail_fast_while_their_node_is_absent() {
+    use verse_core::shardmap::TargetRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (voter, operator, mut nodes, _) = three_nodes(dir.path()).await;
+    let ids = counter_ids(&nodes[0].node);
+    let first = nodes[0].node.clone();
+    let shard_of = |id: &str| verse_core::runtime::shard_of(&first, id).unwrap();
+    let (to_two, to_three, free) = (&ids[0], &ids[1], &ids[2]);
+
+    // Pins move their shards to the pinned nodes, which then serve them.
+    operator.pin(shard_of(to_two), "node-2".into()).await.unwrap();
+    operator.pin(shard_of(to_three), "node-3".into()).await.unwrap();
+    let within = Duration::from_secs(20);
+    wait_owned(&operator, shard_of(to_two), &TargetRecord::pinned("node-2"), within).await;
+    wait_owned(&operator, shard_of(to_three), &TargetRecord::pinned("node-3"), within).await;
+    let client = nodes[0].node.client().with_timeout(CALL_DEADLINE);
+    for id in [to_two, to_three] {
+        client.get::<Counter>(id.clone()).increment(IncrementRequest { amount: 1 }).await.unwrap();
+    }
+    assert!(nodes[1].node.is_active(to_two) && nodes[2].node.is_active(to_three));
+
+    // Draining a node that holds pins is refused and changes nothing; with unpinning it
+    // drains, and its pinned shard moves like any other.
+    let refused = nodes[1].cluster.drain().await;
+    assert_eq!(refused, Err(ClusterError::HoldsPins { shards: vec![shard_of(to_two)] }));
+    let members = operator.snapshot().await.unwrap().members;
+    assert!(!members[&verse_core::shardmap::MemberId::from("node-2")].flags.draining);
+    let leaving = nodes.remove(2);
+    leaving.cluster.drain_unpinning().await.unwrap();
+    assert!(!operator.snapshot().await.unwrap().pins.contains_key(&shard_of(to_three)));
+    leaving.stop().await;
+    assert_eq!(served_within(&nodes[0].node, to_three, within).await, 1);
+
+    // node-2 leaves without draining: its pinned shard stays unowned and its calls fail fast
+    // with the shard and the node; other shards fail over and are served.
+    let absent = nodes.remove(1);
+    absent.stop().await;
+    let error = client.get::<Counter>(to_two.clone()).get(GetRequest {}).await.unwrap_err();
+    assert_eq!(
+        error,
+        CallError::ShardPinnedToAbsentNode { shard: shard_of(to_two).0, node: "node-2".into() }
+    );
+    served_within(&nodes[0].node, free, LEASE_TTL + Duration::from_secs(5)).await;
+
+    // Unpinned, the shard fails over and its state is intact.
+    operator.unpin(shard_of(to_two)).await.unwrap();
+    assert_eq!(served_within(&nodes[0].node, to_two, within).await, 1);
+
+    for test_node in nodes {
+        test_node.stop().await;
+    }
     voter.shutdown().await;
 }

@@ -6,7 +6,8 @@
 //! every node reach every counter (through the node protocol, following `NotServed` hints like a
 //! gateway would), and greeters served on every node relay to greeters on other nodes (calls
 //! *from* every node); (c) SIGTERM to one node: it drains and exits 0 within a bound, and the
-//! others keep serving every counter with every acknowledged increment.
+//! others keep serving every counter with every acknowledged increment; (d) `verse shard` pins
+//! a shard to the departed node: its calls fail fast; unpinned, it is served again.
 
 // Tests report broken promises by panicking.
 #![allow(clippy::unwrap_used)]
@@ -136,6 +137,56 @@ async fn three_node_processes_serve_every_object_and_one_drains_on_sigterm() {
         let got: CounterResponse =
             caller.call("node-1", "Counter", id, "Get", &GetRequest {}).await.unwrap();
         assert_eq!(got.value, acknowledged[id.as_str()] as i32, "counter {id} after SIGTERM");
+    }
+
+    // (d) Operator pins through `verse shard`: a shard pinned to a node that is not live is
+    // unowned and its calls fail fast naming it; unpinned, it is served again, state intact.
+    let shard = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_verse-under-test"))
+            .args(["shard", "--coordinator", "raft", "--raft-endpoints", raft_address.as_str()])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let (pinned_id, value) = (&ids[5], acknowledged[ids[5].as_str()] as i32);
+    let (ok, out) = shard(&["show", "--object", pinned_id]);
+    assert!(ok && out.contains("shard 5: target node-"), "{out}");
+    let (ok, out) = shard(&["pin", "64", "node-1"]);
+    assert!(!ok && out.contains("shard 64 does not exist"), "{out}");
+    let (ok, out) = shard(&["pin", "5", "node-3"]);
+    assert!(ok && out.contains("shard 5 pinned to node-3"), "{out}");
+    let fails_fast = CallError::ShardPinnedToAbsentNode { shard: 5, node: "node-3".into() };
+    let bound = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer: Result<CounterResponse, _> =
+            caller.call("node-1", "Counter", pinned_id, "Get", &GetRequest {}).await;
+        match answer {
+            Err(error) if error == fails_fast => break,
+            // Still served while the leader writes the pinned target and the owner hands off.
+            Ok(_) => assert!(Instant::now() < bound, "{pinned_id} still served after the pin"),
+            Err(error) => panic!("{pinned_id} after the pin: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (ok, out) = shard(&["show", "5"]);
+    assert!(ok && out.contains("target node-3 (pinned)") && out.contains("pin node-3"), "{out}");
+    let (ok, out) = shard(&["unpin", "5"]);
+    assert!(ok && out.contains("shard 5 unpinned"), "{out}");
+    loop {
+        let answer: Result<CounterResponse, _> =
+            caller.call("node-1", "Counter", pinned_id, "Get", &GetRequest {}).await;
+        match answer {
+            Ok(got) => {
+                assert_eq!(got.value, value, "{pinned_id} after the unpin");
+                break;
+            }
+            Err(error) if error == fails_fast && Instant::now() < bound => {}
+            Err(error) => panic!("{pinned_id} after the unpin: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("whole test took {:?}", started.elapsed());
 }

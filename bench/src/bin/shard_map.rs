@@ -115,6 +115,7 @@ async fn member(backend: &Backend, id: &str) -> anyhow::Result<Arc<dyn Coordinat
             version: "bench".into(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         })
         .await?;
     Ok(client)
@@ -165,6 +166,7 @@ async fn round(backend: &Backend) -> anyhow::Result<Round> {
             version: "bench".into(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         })
         .await?;
     let term = leader.campaign().await?;

@@ -27,6 +27,7 @@ async fn batches_span_several_transactions() {
             version: "test".into(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         })
         .await
         .expect("register");

@@ -58,6 +58,7 @@ fn member(id: &str) -> MemberRec {
         start_time_unix_ms: 0,
         draining: false,
         ready: false,
+        node_local_store: false,
     }
 }
 

@@ -24,6 +24,7 @@ async fn leader_kill_elects_a_new_leader_and_keeps_live_leases() {
         version: "test".into(),
         start_time_unix_ms: 0,
         flags: MemberFlags::default(),
+        node_local_store: false,
     };
     let record = client.register(registration).await.unwrap();
     for n in 0..20 {

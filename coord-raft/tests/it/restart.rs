@@ -19,6 +19,7 @@ fn registration(id: &str) -> MemberRegistration {
         version: "test".into(),
         start_time_unix_ms: 0,
         flags: MemberFlags::default(),
+        node_local_store: false,
     }
 }
 

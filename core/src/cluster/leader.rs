@@ -33,6 +33,28 @@ fn planned_moves(view: &ClusterView, max_in_flight: usize) -> Vec<Move> {
     plan(&input).moves().cloned().collect()
 }
 
+/// The target writes that carry out operator pins: a pin becomes a pinned target on its node,
+/// and a pinned target whose pin was removed becomes a planned one on the same node (the
+/// planner may move it from the next round on).
+fn pin_writes(view: &ClusterView) -> BTreeMap<ShardId, TargetWrite> {
+    let pins = view.pins();
+    let mut writes = BTreeMap::new();
+    for (shard, node) in pins {
+        if shard.0 >= view.map().shard_count() {
+            continue;
+        }
+        let pinned = TargetRecord::pinned(node.clone());
+        if view.map().entry(*shard).target.as_ref() != Some(&pinned) {
+            writes.insert(*shard, TargetWrite { shard: *shard, target: Some(pinned) });
+        }
+    }
+    for entry in view.map().iter().filter(|e| e.is_pinned() && !pins.contains_key(&e.shard)) {
+        let target = entry.target_node().map(|node| TargetRecord::planned(node.clone()));
+        writes.insert(entry.shard, TargetWrite { shard: entry.shard, target });
+    }
+    writes
+}
+
 /// What one leader remembers between planning rounds about moves that do not land: since
 /// when each shard's live target has not claimed it, and which moves are backed off.
 ///
@@ -52,8 +74,8 @@ pub(crate) struct StuckMoves {
 }
 
 impl StuckMoves {
-    /// One planning round at `now`: the planner's moves, minus backed-off ones, plus the
-    /// re-targeting of moves stuck for `claim_timeout`.
+    /// One planning round at `now`: operator pins first, then the planner's moves, minus
+    /// backed-off ones, plus the re-targeting of moves stuck for `claim_timeout`.
     pub(crate) fn round(
         &mut self,
         view: &ClusterView,
@@ -71,9 +93,10 @@ impl StuckMoves {
                 *targets.entry(target).or_default() += 1;
             }
         }
-        let mut writes: BTreeMap<ShardId, TargetWrite> = BTreeMap::new();
+        let mut writes = pin_writes(view);
+        let pinning: BTreeSet<ShardId> = writes.keys().copied().collect();
         let mut waiting = BTreeMap::new();
-        for entry in view.map().iter().filter(|e| !e.is_pinned()) {
+        for entry in view.map().iter().filter(|e| !e.is_pinned() && !pinning.contains(&e.shard)) {
             let Some(target) = entry.target_node() else { continue };
             let Some(target_incarnation) = live_node(target) else { continue };
             let owner = entry.owner.as_ref();
@@ -237,18 +260,12 @@ mod tests {
             version: String::new(),
             start_time_unix_ms: 0,
             flags: MemberFlags { draining, ready: true },
+            node_local_store: false,
         }
     }
 
     fn view(members: &[MemberRecord], map: ShardMap) -> ClusterView {
-        ClusterView::new(ClusterSnapshot {
-            revision: Revision(1),
-            config: ClusterConfig { shard_count: map.shard_count(), generation: 1 },
-            members: members.iter().map(|m| (m.id.clone(), m.clone())).collect(),
-            leader: None,
-            map,
-            pins: Default::default(),
-        })
+        pinned_view(members, map, &[])
     }
 
     #[test]
@@ -296,6 +313,48 @@ mod tests {
             .find(|w| w.shard == ShardId(shard))
             .and_then(|w| w.target.as_ref())
             .map(|t| t.node.as_str())
+    }
+
+    fn pinned_view(members: &[MemberRecord], map: ShardMap, pins: &[(u32, &str)]) -> ClusterView {
+        ClusterView::new(ClusterSnapshot {
+            revision: Revision(1),
+            config: ClusterConfig { shard_count: map.shard_count(), generation: 1 },
+            members: members.iter().map(|m| (m.id.clone(), m.clone())).collect(),
+            leader: None,
+            map,
+            pins: pins
+                .iter()
+                .map(|(shard, node)| (ShardId(*shard), MemberId::from(*node)))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn pins_become_pinned_targets_and_removed_pins_go_back_to_the_planner() {
+        let members = [member("a", false), member("b", false)];
+        let mut map = ShardMap::new(4);
+        for shard in 0..4u32 {
+            let node = if shard % 2 == 0 { "a" } else { "b" };
+            map.set_target(ShardId(shard), Some(TargetRecord::planned(node)));
+        }
+        // Shard 2 was pinned to b earlier; its pin is gone now.
+        map.set_target(ShardId(2), Some(TargetRecord::pinned("b")));
+        // Shard 0 (on a) and shard 1 (on b) are pinned to b.
+        let pins = [(0, "b"), (1, "b")];
+        let pinned = pinned_view(&members, map, &pins);
+        let writes = StuckMoves::default().round(&pinned, at(0), &options());
+        let find = |shard: u32| writes.iter().find(|w| w.shard == ShardId(shard)).cloned();
+        assert_eq!(find(0).and_then(|w| w.target), Some(TargetRecord::pinned("b")));
+        assert_eq!(find(1).and_then(|w| w.target), Some(TargetRecord::pinned("b")));
+        assert_eq!(find(2).and_then(|w| w.target), Some(TargetRecord::planned("b")));
+        // Once written, the pins need no more writes.
+        let mut map = pinned.map().clone();
+        for write in &writes {
+            map.set_target(write.shard, write.target.clone());
+        }
+        let again =
+            StuckMoves::default().round(&pinned_view(&members, map, &pins), at(0), &options());
+        assert!(again.iter().all(|w| w.shard != ShardId(0) && w.shard != ShardId(1)), "{again:?}");
     }
 
     #[test]

@@ -46,6 +46,7 @@ use crate::coordinator::{
 use crate::epoch::Epoch;
 use crate::handoff::Me;
 use crate::runtime::{Node, NodeShared};
+use crate::shard::ShardId;
 use crate::shardmap::MemberId;
 use crate::transport::Transport;
 
@@ -137,6 +138,29 @@ pub enum ClusterError {
         /// Another object-hosting node.
         other: String,
     },
+    /// Another object-hosting node keeps its objects' state in a node-local store: shards
+    /// moving from it to this node would lose their state (allowed only with
+    /// `allow_state_loss`).
+    #[error(
+        "node {other} keeps its objects' state in a node-local store (memory or redb): shards \
+         moving from it to this node would lose their state; give {other} a shared store \
+         (PostgreSQL) or set allow_state_loss = true"
+    )]
+    OtherNodeLocalStore {
+        /// The node with the node-local store.
+        other: String,
+    },
+    /// Operator pins fix shards on this node: draining it would leave them unowned, so it is
+    /// refused unless the caller unpins them ([`ClusterNode::drain_unpinning`]).
+    #[error(
+        "the node holds {} pinned shard(s) (first: {}); unpin them or drain with unpinning",
+        shards.len(),
+        shards.first().map_or(0, |s| s.0)
+    )]
+    HoldsPins {
+        /// The shards pinned to this node.
+        shards: Vec<ShardId>,
+    },
     /// The drain did not finish within `drain_timeout` (the node still owns shards).
     #[error("drain timed out owning {owned} shards")]
     DrainTimedOut {
@@ -185,15 +209,25 @@ impl WatchSeen {
     }
 }
 
-/// `Err(NodeLocalStore)` if a member other than `me` hosts objects (a node).
+/// Refuses a join that would lose state when shards move: `Err(NodeLocalStore)` if this
+/// node's store is node-local (`local`) and another node hosts objects, and
+/// `Err(OtherNodeLocalStore)` if another node keeps its state in a node-local store.
 async fn refuse_state_loss(
     coordinator: &dyn Coordinator,
     me: &MemberId,
+    local: bool,
 ) -> Result<(), ClusterError> {
     let snapshot = coordinator.snapshot().await?;
-    let other = snapshot.members.values().find(|m| m.role == MemberRole::Node && &m.id != me);
-    match other {
-        Some(other) => Err(ClusterError::NodeLocalStore { other: other.id.to_string() }),
+    let mut others =
+        snapshot.members.values().filter(|m| m.role == MemberRole::Node && &m.id != me);
+    if local {
+        if let Some(other) = others.next() {
+            return Err(ClusterError::NodeLocalStore { other: other.id.to_string() });
+        }
+        return Ok(());
+    }
+    match others.find(|m| m.node_local_store) {
+        Some(other) => Err(ClusterError::OtherNodeLocalStore { other: other.id.to_string() }),
         None => Ok(()),
     }
 }
@@ -244,6 +278,7 @@ impl ClusterNode {
             version: options.version.clone(),
             start_time_unix_ms: 0,
             flags: MemberFlags { draining: false, ready: true },
+            node_local_store: shared.store.is_node_local(),
         };
         let clock = shared.clock.clone();
         let deadline = clock.now() + options.register_wait;
@@ -255,10 +290,11 @@ impl ClusterNode {
             deadline,
         )
         .await?;
-        if shared.store.is_node_local() && !options.allow_state_loss {
-            // Checked after registering, so two such nodes starting together both see each
-            // other (and both refuse).
-            if let Err(error) = refuse_state_loss(&*coordinator, &record.id).await {
+        if !options.allow_state_loss {
+            // Checked after registering, so two nodes starting together both see each other
+            // (and both refuse).
+            let local = shared.store.is_node_local();
+            if let Err(error) = refuse_state_loss(&*coordinator, &record.id, local).await {
                 if let Err(left) = coordinator.deregister().await {
                     tracing::warn!(error = %left, "deregistering after refusing to join failed");
                 }
@@ -339,10 +375,26 @@ impl ClusterNode {
     }
 
     /// Drains: sets the draining flag in this member's record (the leader moves its shards
-    /// away) and waits until the node owns nothing, at most `drain_timeout`.
+    /// away) and waits until the node owns nothing, at most `drain_timeout`. Refused (nothing
+    /// changes) while operator pins fix shards on this node.
     ///
-    /// Errors: the coordinator's (`set_flags`), [`ClusterError::DrainTimedOut`].
+    /// Errors: [`ClusterError::HoldsPins`], the coordinator's (`snapshot`, `set_flags`),
+    /// [`ClusterError::DrainTimedOut`].
     pub async fn drain(&self) -> Result<(), ClusterError> {
+        let pins = self.pins_here().await?;
+        if !pins.is_empty() {
+            return Err(ClusterError::HoldsPins { shards: pins });
+        }
+        self.drain_unpinning().await
+    }
+
+    /// Drains after removing every operator pin to this node (their shards then move like
+    /// the others). Errors: as [`ClusterNode::drain`], without `HoldsPins`.
+    pub async fn drain_unpinning(&self) -> Result<(), ClusterError> {
+        for shard in self.pins_here().await? {
+            tracing::info!(shard = shard.0, "unpinning to drain");
+            self.coordinator.unpin(shard).await?;
+        }
         self.coordinator.set_flags(MemberFlags { draining: true, ready: true }).await?;
         let clock = self.node.clock().clone();
         let deadline: MonoTime = clock.now() + self.options.drain_timeout;
@@ -366,6 +418,13 @@ impl ClusterNode {
                 () = clock.sleep_until(deadline) => {}
             }
         }
+    }
+
+    /// The shards operator pins fix on this node.
+    async fn pins_here(&self) -> Result<Vec<ShardId>, ClusterError> {
+        let me = self.me.borrow().node.clone();
+        let snapshot = self.coordinator.snapshot().await?;
+        Ok(snapshot.pins.iter().filter(|(_, node)| **node == me).map(|(shard, _)| *shard).collect())
     }
 
     /// Leaves the cluster: stops the tasks (and awaits them), stops admitting calls for the

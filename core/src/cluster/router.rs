@@ -108,11 +108,15 @@ impl Router {
     ) -> Result<Step, CallError> {
         let Some(view) = self.view() else { return Ok(Step::Wait) };
         match place(id, view.map().shard_count()).map_err(CallError::from)? {
-            Placement::Shard(shard) => Ok(match self.routes.route(shard, fresh, avoid) {
-                Route::Remote { node, address } => Step::Send { node, address },
+            Placement::Shard(shard) => match self.routes.route(shard, fresh, avoid) {
+                Route::Remote { node, address } => Ok(Step::Send { node, address }),
                 // A non-hosting member is never a target: nobody serves the shard yet.
-                Route::Hold | Route::Unknown => Step::Wait,
-            }),
+                Route::Hold | Route::Unknown => Ok(Step::Wait),
+                Route::PinnedToAbsent(node) => Err(CallError::ShardPinnedToAbsentNode {
+                    shard: shard.0,
+                    node: node.as_str().to_owned(),
+                }),
+            },
             Placement::Node(node) => {
                 let member = view.members().get(&MemberId::from(node.as_str()));
                 match member

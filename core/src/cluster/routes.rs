@@ -30,6 +30,9 @@ pub(crate) enum Route {
     Hold,
     /// Nobody to send it to yet (no live owner or target): refresh and wait.
     Unknown,
+    /// The shard is pinned to a node that is not live, and nobody serves it: its calls
+    /// fail fast (`ShardPinnedToAbsentNode`) until the node returns or the pin is removed.
+    PinnedToAbsent(MemberId),
 }
 
 /// The shared route table of a clustered node.
@@ -176,7 +179,10 @@ pub(crate) fn route_for(
         // Owned by this incarnation but not served yet (fencing) or not now (lease unproven).
         return Route::Hold;
     }
-    Route::Unknown
+    match target {
+        Some(node) if entry.is_pinned() => Route::PinnedToAbsent(node.clone()),
+        _ => Route::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +203,7 @@ mod tests {
                     version: String::new(),
                     start_time_unix_ms: 0,
                     flags: MemberFlags::default(),
+                    node_local_store: false,
                 };
                 (record.id.clone(), record)
             })
@@ -258,5 +265,25 @@ mod tests {
             Route::Hold
         );
         assert_eq!(route_for(&entry(None, None), &live, &me, None), Route::Unknown);
+    }
+
+    #[test]
+    fn a_shard_pinned_to_an_absent_node_fails_fast_once_nobody_serves_it() {
+        let me = MemberId::from("a");
+        let live = members(&[("a", 1), ("b", 2)]);
+        let pinned = |target: &str, owner| {
+            let mut entry = entry(None, owner);
+            entry.target = Some(TargetRecord::pinned(target));
+            entry
+        };
+        // Pinned to a live node: routed like any target.
+        assert_eq!(route_for(&pinned("b", None), &live, &me, None), remote("b"));
+        // Pinned to an absent node while the old owner still serves (handing off): the owner.
+        assert_eq!(route_for(&pinned("x", Some(("b", 2, false))), &live, &me, None), remote("b"));
+        // Nobody serves it: fail fast, naming the node.
+        let absent = Route::PinnedToAbsent("x".into());
+        assert_eq!(route_for(&pinned("x", None), &live, &me, None), absent);
+        assert_eq!(route_for(&pinned("x", Some(("b", 2, true))), &live, &me, None), absent);
+        assert_eq!(route_for(&pinned("x", Some(("x", 9, false))), &live, &me, None), absent);
     }
 }

@@ -64,6 +64,10 @@ pub struct MemberRegistration {
     pub start_time_unix_ms: u64,
     /// The initial flags.
     pub flags: MemberFlags,
+    /// A node whose objects' state lives in a node-local store (memory or redb): that state
+    /// does not follow a shard that moves away, so object-hosting nodes refuse to join a
+    /// cluster with such a node unless told to accept the loss (`allow_state_loss`).
+    pub node_local_store: bool,
 }
 
 /// A registered member incarnation.
@@ -83,6 +87,8 @@ pub struct MemberRecord {
     pub start_time_unix_ms: u64,
     /// Current flags.
     pub flags: MemberFlags,
+    /// The node keeps its objects' state in a node-local store (see [`MemberRegistration`]).
+    pub node_local_store: bool,
 }
 
 impl MemberRecord {
@@ -96,6 +102,7 @@ impl MemberRecord {
             version: registration.version.clone(),
             start_time_unix_ms: registration.start_time_unix_ms,
             flags: registration.flags,
+            node_local_store: registration.node_local_store,
         }
     }
 }

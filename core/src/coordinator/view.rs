@@ -219,6 +219,7 @@ mod tests {
             version: "0.1.0".into(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         }
     }
 
@@ -325,6 +326,7 @@ mod tests {
             version: "0.1.0".into(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         }
     }
 

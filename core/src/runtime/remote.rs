@@ -117,6 +117,10 @@ impl NodeShared {
                 hint: Some(node.as_str().to_owned()),
             }),
             Route::Unknown => Err(CallError::NotServed { shard: shard.0, epoch: None, hint: None }),
+            Route::PinnedToAbsent(node) => Err(CallError::ShardPinnedToAbsentNode {
+                shard: shard.0,
+                node: node.as_str().to_owned(),
+            }),
         }
     }
 

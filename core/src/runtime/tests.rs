@@ -810,6 +810,7 @@ mod routing {
             version: String::new(),
             start_time_unix_ms: 0,
             flags: MemberFlags::default(),
+            node_local_store: false,
         }
     }
 

@@ -96,6 +96,7 @@ fn registration(id: &str) -> MemberRegistration {
         version: "0.1.0-test".into(),
         start_time_unix_ms: 1_700_000_000_000,
         flags: MemberFlags::default(),
+        node_local_store: false,
     }
 }
 
@@ -196,13 +197,18 @@ pub async fn registration_is_create_if_absent<F: CoordinatorFactory>(factory: &F
         CoordError::MemberExists { id: "n1".into(), incarnation: record.incarnation }
     );
     assert!(error.is_retryable());
-    let other = second.register(registration("n2")).await.unwrap();
+    // Every field of the registration comes back in the record, the store kind included.
+    let local = MemberRegistration { node_local_store: true, ..registration("n2") };
+    let other = second.register(local.clone()).await.unwrap();
     assert_ne!(other.incarnation, record.incarnation);
+    assert_eq!(other, MemberRecord::from_registration(&local, other.incarnation));
+    assert!(!record.node_local_store);
     let mut ids: Vec<String> =
         first.members().await.unwrap().iter().map(|m| m.id.to_string()).collect();
     ids.sort();
     assert_eq!(ids, vec!["n1", "n2"]);
     assert_eq!(is_member(&second, "n1").await, Some(record));
+    assert_eq!(is_member(&first, "n2").await, Some(other));
     assert_eq!(first.health(), crate::coordinator::ConnectionHealth::Connected);
 }
 

@@ -16,7 +16,7 @@ use verse_coord_etcd::fixture::{EtcdCluster, test_options};
 use verse_core::coordinator::Coordinator;
 
 use super::{Cluster, Load, check_values, free_port, wait_hosting};
-use crate::support::process::{Caller, NodeProcess, NodeSpec};
+use crate::support::process::{Caller, NodeProcess, NodeSpec, http_get, wait_ready};
 
 /// Bound for the minimum call rate checks.
 const RATE_BOUND: Duration = Duration::from_secs(30);
@@ -179,6 +179,14 @@ async fn raft_leader_hosting_no_objects_killed_under_load_changes_no_epoch_and_f
     let specs: Vec<NodeSpec> =
         ["node-1", "node-2", "node-3"].iter().map(|id| cluster.spec(id, &member)).collect();
     cluster.start(&specs).await;
+    // Each voter's ops port reports it ready once it knows the group's leader.
+    for coord in coords.iter().flatten() {
+        wait_ready(coord).await;
+        let ops = coord.ops_address();
+        let metrics = tokio::task::spawn_blocking(move || http_get(&ops, "/metrics"));
+        let (code, text) = metrics.await.unwrap().expect("the voter's /metrics answers");
+        assert!(code == 200 && text.contains("verse_raft_term"), "{}: {code} {text}", coord.id);
+    }
     let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::new(endpoints.clone()));
     let observer = RaftCoordinator::new(
         access,

@@ -99,7 +99,8 @@ impl NodeProcess {
     pub fn coord(id: &str, data_dir: &std::path::Path, raft: &[String]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_verse-under-test"));
         command
-            .args(["coord", "--node-id", id, "--coordinator", "raft-voter", "--data-dir"])
+            .args(["coord", "--node-id", id, "--coordinator", "raft-voter"])
+            .args(["--ops-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(raft);
         Self::spawn(id, command)
