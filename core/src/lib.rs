@@ -44,7 +44,7 @@ pub use context::{CallChain, CallContext, CallerIdentity, MAX_CHAIN_DEPTH};
 pub use error::{CallError, MethodError};
 pub use object::{
     ActivationPolicy, DynMessage, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy,
-    Tick, TypeOptions,
+    Tick, TypeDescription, TypeOptions,
 };
 pub use reference::{ObjectRef, RawRef, RemoteBackend, RemoteFuture};
 pub use runtime::{BuildError, Client, IncomingCall, Node, NodeBuilder, NodeConfig, TimerHandle};

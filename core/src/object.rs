@@ -39,6 +39,17 @@ pub struct MethodInfo {
     pub idempotent: bool,
 }
 
+/// What a node tells about a registered object type (the node protocol's `DescribeType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeDescription {
+    /// The type name.
+    pub name: &'static str,
+    /// The method table.
+    pub methods: &'static [MethodInfo],
+    /// [`Object::file_descriptor_set`] (empty: none registered).
+    pub file_descriptor_set: &'static [u8],
+}
+
 /// An object type: implemented by `#[verse::object]` on an `impl` block.
 ///
 /// Hand-written implementations are allowed (the core's own tests use them) but must uphold
@@ -55,6 +66,13 @@ pub trait Object: Send + Sized + 'static {
 
     /// The method table.
     fn methods() -> &'static [MethodInfo];
+
+    /// The serialized protobuf `FileDescriptorSet` holding the messages of the method table
+    /// (imports included), so gateways can transcode JSON calls (`docs/PROTOCOL.md`); empty
+    /// when the type registers none. `#[verse::object(descriptors = EXPR)]` sets it.
+    fn file_descriptor_set() -> &'static [u8] {
+        &[]
+    }
 
     /// Builds a fresh instance for `id` (before `restore` and `on_activate`).
     fn construct(id: &str) -> Self;

@@ -42,7 +42,7 @@ fn session_of(ctx: &CallContext) -> Result<String, MethodError> {
         .ok_or_else(|| MethodError::new(INVALID, "joining a chat room needs a client session"))
 }
 
-#[verse::object]
+#[verse::object(descriptors = crate::FILE_DESCRIPTOR_SET)]
 impl ChatRoom {
     #[init]
     fn new(id: &str) -> Self {
@@ -119,18 +119,21 @@ impl ChatRoom {
         Ok(PostResponse { seq, delivered: delivered as i32 })
     }
 
-    /// The most recent messages, oldest first (at most `limit`; 0 = all kept).
+    /// The most recent messages, oldest first (at most `limit`; 0 = all kept), only those
+    /// after `after_seq` when it is set.
     #[idempotent]
     async fn list(
         &mut self,
         _ctx: &CallContext,
         req: ListRequest,
     ) -> Result<ListResponse, MethodError> {
+        let after = req.after_seq.unwrap_or(i64::MIN);
+        let newer: Vec<&ChatMessage> = self.recent.iter().filter(|m| m.seq > after).collect();
         let keep = match usize::try_from(req.limit) {
-            Ok(0) | Err(_) => self.recent.len(),
-            Ok(limit) => limit.min(self.recent.len()),
+            Ok(0) | Err(_) => newer.len(),
+            Ok(limit) => limit.min(newer.len()),
         };
-        let skip = self.recent.len() - keep;
-        Ok(ListResponse { messages: self.recent.iter().skip(skip).cloned().collect() })
+        let skip = newer.len() - keep;
+        Ok(ListResponse { messages: newer.into_iter().skip(skip).cloned().collect() })
     }
 }

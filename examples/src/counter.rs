@@ -19,7 +19,7 @@ impl Counter {
     }
 }
 
-#[verse::object]
+#[verse::object(descriptors = crate::FILE_DESCRIPTOR_SET)]
 impl Counter {
     #[init]
     fn new(id: &str) -> Self {

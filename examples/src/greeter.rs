@@ -13,7 +13,7 @@ pub struct Greeter {
     ticks: u64,
 }
 
-#[verse::object]
+#[verse::object(descriptors = crate::FILE_DESCRIPTOR_SET)]
 impl Greeter {
     #[snapshot]
     fn snapshot(&self) -> GreeterState {

@@ -9,6 +9,12 @@ pub mod chat;
 pub mod counter;
 pub mod greeter;
 
+/// The serialized `FileDescriptorSet` of the example protos (`counter`, `greeter`, `chat`),
+/// written by `build.rs`; [`counter::Counter`], [`greeter::Greeter`] and [`chat::ChatRoom`]
+/// register it (`#[verse::object(descriptors = …)]`), so the gateway's JSON route
+/// (`POST /v1/objects/{type}/{id}/{method}`) can transcode their calls.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));
+
 /// Generated protobuf messages of the examples.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod proto {
@@ -109,5 +115,45 @@ pub mod json {
             _ => return None,
         };
         methods.iter().find(|m| m.name == method).map(|m| m.request_type.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use verse::Object;
+
+    /// Every request and response message of the example types is in the descriptor set they
+    /// register (but `verse.Tick`, which the gateway adds), so the gateway can transcode each
+    /// of their methods.
+    #[test]
+    fn the_registered_descriptors_hold_every_method_message() {
+        let set = prost_types::FileDescriptorSet::decode(crate::FILE_DESCRIPTOR_SET)
+            .expect("build.rs writes a FileDescriptorSet");
+        let names: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|file| {
+                let package = file.package().to_owned();
+                file.message_type.iter().map(move |m| format!("{package}.{}", m.name()))
+            })
+            .collect();
+        let tables = [
+            (crate::counter::Counter::file_descriptor_set(), crate::counter::Counter::methods()),
+            (crate::greeter::Greeter::file_descriptor_set(), crate::greeter::Greeter::methods()),
+            (crate::chat::ChatRoom::file_descriptor_set(), crate::chat::ChatRoom::methods()),
+        ];
+        for (registered, methods) in tables {
+            assert_eq!(registered, crate::FILE_DESCRIPTOR_SET);
+            for method in methods {
+                for message in [&method.request_type, &method.response_type] {
+                    if message == "verse.Tick" {
+                        // Verse's own timer message: the gateway knows it.
+                        continue;
+                    }
+                    assert!(names.contains(message), "{message} of {} missing", method.name);
+                }
+            }
+        }
     }
 }

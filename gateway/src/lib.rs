@@ -8,18 +8,23 @@
 //!
 //! Its client API is GoVerse's `gate.GateService` over gRPC ([`grpc`], `proto/gate.proto`,
 //! `client-protocol.md`), plus `RegisterWithResume`, and GoVerse's HTTP routes with
-//! server-sent events ([`http`]); the wire rules Verse adds are in
-//! `docs/PROTOCOL.md`. Errors map to gRPC statuses in one table ([`status`]).
+//! server-sent events ([`http`]), and Verse's JSON route `POST /v1/objects/{type}/{id}/{method}`
+//! ([`transcode`]: protobuf JSON from the method tables and message descriptors the object
+//! types register, learnt from nodes with `DescribeType` and cached by `catalog`); the wire
+//! rules Verse adds are in `docs/PROTOCOL.md`. Errors map to gRPC statuses in one table
+//! ([`status`]).
 //!
 //! Readiness ([`Gateway::readiness`]): the view is younger than `view_stale_after`, at least
 //! one node is live, and the gateway is not stopping.
 
+mod catalog;
 pub mod client;
 pub mod grpc;
 pub mod http;
 mod member;
 pub mod session;
 pub mod status;
+pub mod transcode;
 
 use std::future::Future;
 use std::io;
@@ -33,11 +38,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use verse_core::cluster::Router;
 use verse_core::coordinator::Coordinator;
-use verse_core::{MemberId, RandomSource, SharedClock};
+use verse_core::{CallError, MemberId, MonoTime, RandomSource, SharedClock};
 use verse_transport::NodeClient;
 
+use crate::catalog::Catalog;
 use crate::member::{Member, ViewSeen};
 use crate::session::{AllowAnonymous, AuthHook, Sessions};
+use crate::transcode::TypeSchema;
 
 /// The gate protocol (generated from `proto/gate.proto`, package `gate`).
 #[allow(missing_docs, clippy::all)]
@@ -88,6 +95,12 @@ pub struct GatewayConfig {
     /// The largest gRPC request message decoded (bytes; 4 MiB): a larger one is
     /// `OUT_OF_RANGE`.
     pub grpc_max_message: usize,
+    /// Object types whose method tables and descriptors the JSON route keeps (256).
+    pub type_cache_capacity: usize,
+    /// How long a type learnt from a node is kept before it is asked again (60 s).
+    pub type_cache_ttl: Duration,
+    /// How long a type no node registers stays known as unknown (5 s).
+    pub unknown_type_ttl: Duration,
 }
 
 impl GatewayConfig {
@@ -106,6 +119,9 @@ impl GatewayConfig {
             heartbeat_interval: Duration::from_secs(30),
             http_body_limit: 4 * 1024 * 1024,
             grpc_max_message: 4 * 1024 * 1024,
+            type_cache_capacity: 256,
+            type_cache_ttl: Duration::from_secs(60),
+            unknown_type_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -128,12 +144,38 @@ pub enum GatewayError {
 pub(crate) struct GatewayShared {
     pub(crate) config: GatewayConfig,
     pub(crate) router: Arc<Router>,
+    /// The node-protocol client (the router's transport; `DescribeType` for the catalog).
+    pub(crate) client: Arc<NodeClient>,
+    /// Object types learnt from nodes (the JSON route).
+    pub(crate) catalog: Catalog,
     pub(crate) sessions: Arc<Sessions>,
     pub(crate) auth: Arc<dyn AuthHook>,
     pub(crate) clock: SharedClock,
     pub(crate) rng: RandomSource,
     pub(crate) stopping: CancellationToken,
     seen: Arc<ViewSeen>,
+}
+
+impl GatewayShared {
+    /// The method table and descriptors of `object_type`, cached or learnt from a live node
+    /// (see `catalog`), within `deadline`.
+    pub(crate) async fn describe(
+        &self,
+        object_type: &str,
+        deadline: MonoTime,
+    ) -> Result<Arc<TypeSchema>, CallError> {
+        let peers: Vec<String> =
+            self.router.live_nodes().into_iter().map(|(_, address)| address).collect();
+        let client = &self.client;
+        self.catalog
+            .learn(
+                object_type,
+                || self.clock.now(),
+                &peers,
+                |peer| async move { client.describe_type(&peer, object_type, deadline).await },
+            )
+            .await
+    }
 }
 
 impl std::fmt::Debug for GatewayShared {
@@ -230,7 +272,7 @@ impl GatewayBuilder {
             address: config.address.clone(),
             coordinator: self.coordinator.clone(),
             router: router.clone(),
-            client,
+            client: client.clone(),
             sessions: sessions.clone(),
             clock: self.clock.clone(),
             seen: seen.clone(),
@@ -244,9 +286,16 @@ impl GatewayBuilder {
         tasks.spawn(member.clone().follow_view(nodes_tx, cancel.clone()));
         tasks.spawn(member.clone().push_streams(nodes_rx, cancel.clone()));
         tasks.spawn(member.sweep_sessions(cancel.clone()));
+        let catalog = Catalog::new(
+            config.type_cache_capacity,
+            config.type_cache_ttl,
+            config.unknown_type_ttl,
+        );
         let shared = Arc::new(GatewayShared {
             config,
             router,
+            client,
+            catalog,
             sessions,
             auth: self.auth,
             clock: self.clock,

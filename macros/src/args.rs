@@ -1,8 +1,9 @@
-//! The attribute's own arguments: `#[verse::object(name = "…", crate = path, vis = …)]`.
+//! The attribute's own arguments:
+//! `#[verse::object(name = "…", crate = path, vis = …, descriptors = EXPR)]`.
 
 use proc_macro2::TokenStream;
 use syn::parse::Parser;
-use syn::{LitStr, Path, Visibility};
+use syn::{Expr, LitStr, Path, Visibility};
 
 /// Parsed attribute arguments; every one is optional.
 pub(crate) struct ObjectArgs {
@@ -13,6 +14,9 @@ pub(crate) struct ObjectArgs {
     pub(crate) krate: Path,
     /// `vis = pub(crate)`: visibility of the generated reference (default `pub`).
     pub(crate) vis: Visibility,
+    /// `descriptors = EXPR`: a `&'static [u8]` holding the serialized `FileDescriptorSet` of
+    /// the type's messages (for the gateway's JSON transcoding).
+    pub(crate) descriptors: Option<Expr>,
 }
 
 impl ObjectArgs {
@@ -21,6 +25,7 @@ impl ObjectArgs {
         let mut type_name = None;
         let mut krate = None;
         let mut vis = None;
+        let mut descriptors = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("name") {
                 let name: LitStr = meta.value()?.parse()?;
@@ -32,9 +37,12 @@ impl ObjectArgs {
                 set_once(&mut krate, meta.value()?.parse::<Path>()?, &meta)
             } else if meta.path.is_ident("vis") {
                 set_once(&mut vis, meta.value()?.parse::<Visibility>()?, &meta)
+            } else if meta.path.is_ident("descriptors") {
+                set_once(&mut descriptors, meta.value()?.parse::<Expr>()?, &meta)
             } else {
                 Err(meta.error(
-                    "unknown argument; expected `name = \"TypeName\"`, `crate = path` or `vis = …`",
+                    "unknown argument; expected `name = \"TypeName\"`, `crate = path`, `vis = …` \
+                     or `descriptors = EXPR`",
                 ))
             }
         });
@@ -43,6 +51,7 @@ impl ObjectArgs {
             type_name,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::verse)),
             vis: vis.unwrap_or_else(|| syn::parse_quote!(pub)),
+            descriptors,
         })
     }
 }

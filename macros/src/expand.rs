@@ -1,5 +1,6 @@
-//! Code generation of the `Object` implementation: type name, method table, constructor,
-//! dispatch, hooks, and one `Send` check per method placed at the user's code.
+//! Code generation of the `Object` implementation: type name, method table (wire names,
+//! request and response full names, idempotence), message descriptors, constructor, dispatch,
+//! hooks, and one `Send` check per method placed at the user's code.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{quote, quote_spanned};
@@ -73,6 +74,14 @@ pub(crate) fn object_impl(
             quote_spanned!(self_ty.span()=> { let _ = id; <#self_ty as ::core::default::Default>::default() })
         }
     };
+    // The type's message descriptors, when given (the trait's default is none).
+    let descriptors = args.descriptors.as_ref().map(|expr| {
+        quote_spanned! {expr.span()=>
+            fn file_descriptor_set() -> &'static [u8] {
+                #expr
+            }
+        }
+    });
     let dispatch = dispatch(&paths, model, &type_name);
     let hooks = hooks(&paths, model);
     let send_checks = model.methods.iter().map(|method| send_check(&paths, model, method));
@@ -89,6 +98,8 @@ pub(crate) fn object_impl(
                     ::std::sync::OnceLock::new();
                 METHODS.get_or_init(|| ::std::vec![#(#infos),*])
             }
+
+            #descriptors
 
             fn construct(id: &str) -> Self {
                 #construct

@@ -37,6 +37,10 @@ mod signature;
 /// }
 /// ```
 ///
+/// `descriptors = EXPR` (a `&'static [u8]`, usually `include_bytes!` of the set `prost-build`
+/// writes with `file_descriptor_set_path`) registers the serialized `FileDescriptorSet` of the
+/// type's messages, so the gateway can call its methods with protobuf JSON.
+///
 /// Generates `impl Object for Counter` and `pub struct CounterRef` with `id()`, `raw()`,
 /// `increment(req)` (awaits the response) and `send_increment(req)` (one way) per method.
 #[proc_macro_attribute]

@@ -87,10 +87,18 @@ async fn posts_reach_every_member_as_pushes() {
     let push = gateway.next().await.expect("push");
     assert_eq!(push.client_id, "gw/alice-session");
 
-    let listed = node.client().get::<ChatRoom>(room).list(ListRequest { limit: 1 }).await.unwrap();
+    let listed = node
+        .client()
+        .get::<ChatRoom>(room)
+        .list(ListRequest { limit: 1, after_seq: None })
+        .await
+        .unwrap();
     assert_eq!(listed.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["bye"]);
-    let all = node.client().get::<ChatRoom>(room).list(ListRequest { limit: 0 }).await.unwrap();
+    let all = node.client().get::<ChatRoom>(room).list(ListRequest::default()).await.unwrap();
     assert_eq!(all.messages.len(), 2);
+    let after = ListRequest { limit: 0, after_seq: Some(0) };
+    let newer = node.client().get::<ChatRoom>(room).list(after).await.unwrap();
+    assert_eq!(newer.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1], "after seq 0");
     node.shutdown().await;
 }
 

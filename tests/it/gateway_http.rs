@@ -29,7 +29,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
@@ -88,14 +88,14 @@ pub(crate) fn response_of<M: Message + Default>(reply: &Reply) -> M {
 }
 
 /// An open SSE stream: `(event, id, data)` in order.
-struct Events {
+pub(crate) struct Events {
     lines: tokio::io::Lines<BufReader<TcpStream>>,
     event: String,
     id: String,
 }
 
 impl Events {
-    async fn open(address: &str, headers: &[(&str, &str)]) -> Events {
+    pub(crate) async fn open(address: &str, headers: &[(&str, &str)]) -> Events {
         let mut stream = TcpStream::connect(address).await.unwrap();
         let mut text = format!("GET /api/v1/events/stream HTTP/1.1\r\nHost: {address}\r\n");
         for (name, value) in headers {
@@ -110,7 +110,7 @@ impl Events {
     }
 
     /// The next event (chunk-size lines of the transfer encoding are skipped).
-    async fn next(&mut self) -> (String, String, serde_json::Value) {
+    pub(crate) async fn next(&mut self) -> (String, String, serde_json::Value) {
         loop {
             let line = tokio::time::timeout(BOUND, self.lines.next_line())
                 .await
@@ -129,7 +129,7 @@ impl Events {
     }
 
     /// The next event that is not a heartbeat.
-    async fn next_non_heartbeat(&mut self) -> (String, String, serde_json::Value) {
+    pub(crate) async fn next_non_heartbeat(&mut self) -> (String, String, serde_json::Value) {
         loop {
             let event = self.next().await;
             if event.0 != "heartbeat" {
@@ -139,7 +139,7 @@ impl Events {
     }
 }
 
-fn chat_text(data: &serde_json::Value) -> String {
+pub(crate) fn chat_text(data: &serde_json::Value) -> String {
     assert_eq!(data["type"], "type.googleapis.com/chat.ChatMessage");
     let bytes = STANDARD.decode(data["payload"].as_str().unwrap()).unwrap();
     let any = Any::decode(bytes.as_slice()).unwrap();
@@ -254,7 +254,7 @@ async fn server_sent_events_register_push_heartbeat_and_resume() {
         .await
         .assert_error(403, "ACCESS_DENIED");
     let unknown = [("X-Client-ID", "gw1/00000000000000000000000000000000")];
-    let list = body_of(&verse_examples::proto::chat::ListRequest { limit: 0 });
+    let list = body_of(&verse_examples::proto::chat::ListRequest::default());
     assert_eq!(
         request(&http, "POST", "/api/v1/objects/call/ChatRoom/sse/List", &unknown, &list)
             .await

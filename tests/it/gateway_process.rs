@@ -1,7 +1,8 @@
 //! `verse gateway` as a process in a split deployment: a `verse node` process (embedded Raft
 //! voter, example objects) and a `verse gateway` process reaching the Raft group over gRPC; a
-//! client registers, calls the counter and gets a chat-room push through the gateway, which
-//! exits 0 on SIGTERM while the client's push stream is still open.
+//! client registers, calls the counter (also with JSON on the gateway's JSON route, whose
+//! descriptors come from the node process) and gets a chat-room push through the gateway,
+//! which exits 0 on SIGTERM while the client's push stream is still open.
 //!
 //! And the split deployment end to end: two `verse node` processes on PostgreSQL state and one
 //! `verse gateway` process, driven by the Rust gateway client: a counter on every shard (so
@@ -190,6 +191,25 @@ async fn a_gateway_process_serves_a_node_process() {
         }
     };
     assert_eq!(CounterResponse::decode(response.value.as_slice()).unwrap().value, 3);
+
+    // The JSON route: the gateway process registers no object types, so it learns the
+    // counter's method table and descriptors from the node process (`DescribeType`).
+    let http = gateway.field("http_address");
+    let got =
+        crate::gateway_http::request(&http, "POST", "/v1/objects/Counter/c1/Get", &[], "").await;
+    assert_eq!((got.status, got.body.as_str()), (200, r#"{"name":"c1","value":3}"#));
+    let incremented = crate::gateway_http::request(
+        &http,
+        "POST",
+        "/v1/objects/Counter/c1/Increment",
+        &[],
+        r#"{"amount": 4}"#,
+    )
+    .await;
+    assert_eq!(incremented.json(), serde_json::json!({"name": "c1", "value": 7}));
+    crate::gateway_http::request(&http, "POST", "/v1/objects/Nope/x/Get", &[], "")
+        .await
+        .assert_error(404, "OBJECT_NOT_FOUND");
 
     let join =
         call(&client_id, "ChatRoom", "lobby", "Join", pack(&JoinRequest { user: "a".into() }));

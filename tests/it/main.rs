@@ -9,6 +9,7 @@ mod gateway;
 mod gateway_bad_input;
 mod gateway_client;
 mod gateway_http;
+mod gateway_json;
 mod gateway_process;
 mod gateway_ws;
 mod node_process;

@@ -264,6 +264,31 @@ impl NodeClient {
         Ok((activations, listed.truncated))
     }
 
+    /// The method table and message descriptors of `object_type` as `peer` registers it,
+    /// within `deadline` (at most the default timeout). Errors: `UnknownType` when `peer`
+    /// does not register the type, else the transport's classification.
+    pub async fn describe_type(
+        &self,
+        peer: &str,
+        object_type: &str,
+        deadline: MonoTime,
+    ) -> Result<proto::DescribeTypeResponse, CallError> {
+        let remaining = self.remaining(deadline, object_type)?;
+        let mut client = ProtocolClient::new(self.channel(peer)?);
+        // The caller's deadline, unless the default timeout comes first (then a late answer
+        // is the peer's failure, not the deadline's).
+        let (bound, deadline) = if remaining <= self.config.default_timeout {
+            (remaining, Some(deadline))
+        } else {
+            (self.config.default_timeout, None)
+        };
+        let budget = bound + self.config.deadline_grace;
+        let mut request =
+            Request::new(proto::DescribeTypeRequest { object_type: object_type.to_owned() });
+        request.set_timeout(budget);
+        self.finish(peer, object_type, deadline, budget, client.describe_type(request)).await
+    }
+
     /// Opens the push stream of gateway `gateway_id` on `peer`.
     pub async fn open_push_stream(
         &self,

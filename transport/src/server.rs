@@ -211,6 +211,36 @@ impl NodeProtocol for NodeService {
             .collect();
         Ok(Response::new(proto::ListActivationsResponse { activations, truncated }))
     }
+
+    async fn describe_type(
+        &self,
+        request: Request<proto::DescribeTypeRequest>,
+    ) -> Result<Response<proto::DescribeTypeResponse>, Status> {
+        describe(&self.node, &request.into_inner().object_type).map(Response::new)
+    }
+}
+
+/// The `DescribeType` answer for `object_type` (an `UnknownType` status when it is not
+/// registered on `node`).
+fn describe(node: &Node, object_type: &str) -> Result<proto::DescribeTypeResponse, Status> {
+    let Some(description) = node.describe_type(object_type) else {
+        return Err(to_status(&CallError::UnknownType { object_type: object_type.to_owned() }));
+    };
+    let methods = description
+        .methods
+        .iter()
+        .map(|method| proto::MethodDescription {
+            name: method.name.to_owned(),
+            request_type: method.request_type.clone(),
+            response_type: method.response_type.clone(),
+            idempotent: method.idempotent,
+        })
+        .collect();
+    Ok(proto::DescribeTypeResponse {
+        object_type: description.name.to_owned(),
+        methods,
+        file_descriptor_set: bytes::Bytes::from_static(description.file_descriptor_set),
+    })
 }
 
 /// Bounds a create or delete by the caller's remaining time (0: the node's default deadline

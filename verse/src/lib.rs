@@ -32,7 +32,7 @@
 pub use verse_core::{
     ActivationPolicy, BuildError, CallChain, CallContext, CallError, CallerIdentity, Client,
     EncodedMessage, Epoch, MethodError, MethodInfo, Node, NodeBuilder, NodeConfig, Object,
-    ObjectRef, Payload, PersistencePolicy, RawRef, Tick, TimerHandle, TypeOptions,
+    ObjectRef, Payload, PersistencePolicy, RawRef, Tick, TimerHandle, TypeDescription, TypeOptions,
 };
 pub use verse_core::{PushError, PushMessage, PushSink};
 pub use verse_core::{clock, executor, push, rng, shard, store};

@@ -35,7 +35,7 @@ use crate::cluster::routes::Routes;
 use crate::context::{CallChain, CallerIdentity, check_chain};
 use crate::error::CallError;
 use crate::executor::{SharedExecutor, TokioBlockingExecutor};
-use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeOptions};
+use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeDescription, TypeOptions};
 use crate::push::{PushMessage, PushSink, gateway_of};
 use crate::reference::{Caller, RawRef};
 use crate::rng::RandomSource;
@@ -89,6 +89,7 @@ pub(crate) struct TypeEntry {
     pub(crate) methods: &'static [MethodInfo],
     method_names: HashMap<&'static str, usize>,
     pub(crate) has_state: bool,
+    file_descriptor_set: &'static [u8],
     start: StartFn,
     pub(crate) metrics: TypeMetrics,
 }
@@ -109,6 +110,7 @@ impl TypeEntry {
             methods,
             method_names: methods.iter().enumerate().map(|(i, m)| (m.name, i)).collect(),
             has_state: T::HAS_STATE,
+            file_descriptor_set: T::file_descriptor_set(),
             start: lifecycle::start::<T>,
             metrics: TypeMetrics::new(T::TYPE_NAME, methods),
         }
@@ -903,6 +905,16 @@ impl Node {
     /// The clock the node runs on.
     pub fn clock(&self) -> &SharedClock {
         &self.shared.clock
+    }
+
+    /// The method table and message descriptors of registered type `object_type` (`None`
+    /// when it is not registered here).
+    pub fn describe_type(&self, object_type: &str) -> Option<TypeDescription> {
+        self.shared.types.get(object_type).map(|entry| TypeDescription {
+            name: entry.name,
+            methods: entry.methods,
+            file_descriptor_set: entry.file_descriptor_set,
+        })
     }
 
     /// Number of activation slots (any phase but gone).

@@ -2,12 +2,14 @@
 //! bodies and base64 `Any`s, the error JSON and its codes (no new ones), CORS on every route
 //! (`OPTIONS` → 204), HTTP identity (`X-Client-ID` proven by possession, `Authorization` and
 //! `X-Goverse-Auth` for the hook), and the server-sent event stream with `id:` lines and
-//! `Last-Event-ID` resume.
+//! `Last-Event-ID` resume. Verse's JSON route (`POST /v1/objects/{type}/{id}/{method}`,
+//! [`json`]) shares the call route's identity, authorization, routing and error table.
 //!
 //! SSE event ids are `<client id>:<seq>`: a reconnect presenting `Last-Event-ID` (browsers'
 //! `EventSource` does it by itself) within the session grace resumes the session (the
 //! `register` event carries the same client id) and replays the pushes after `seq`.
 
+mod json;
 mod ws;
 
 use std::convert::Infallible;
@@ -27,7 +29,7 @@ use futures::{Stream, StreamExt};
 use prost::Message;
 use prost_types::Any;
 use verse_core::cluster::RoutedCall;
-use verse_core::{CallError, CallerIdentity, EncodedMessage};
+use verse_core::{CallError, CallerIdentity, EncodedMessage, MonoTime};
 
 use crate::GatewayShared;
 use crate::grpc::session_items;
@@ -116,6 +118,10 @@ pub(crate) fn router(shared: Arc<GatewayShared>) -> Router {
             "/api/v1/objects/delete/{type}/{id}",
             post(delete).options(preflight).fallback(method_not_allowed),
         )
+        .route(
+            "/v1/objects/{type}/{id}/{method}",
+            post(json::call).options(preflight).fallback(method_not_allowed),
+        )
         .route("/api/v1/events/stream", get(events).options(preflight).fallback(method_not_allowed))
         .route("/v1/ws", get(ws::upgrade).options(preflight).fallback(method_not_allowed))
         .fallback(invalid_path)
@@ -155,7 +161,7 @@ async fn invalid_path(method: Method, uri: axum::http::Uri) -> Response {
     if method == Method::OPTIONS {
         return StatusCode::NO_CONTENT.into_response();
     }
-    if uri.path().starts_with("/api/") {
+    if uri.path().starts_with("/api/") || uri.path().starts_with("/v1/objects/") {
         return HttpError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", "invalid path")
             .into_response();
     }
@@ -259,16 +265,21 @@ fn path_error(rejection: PathRejection) -> HttpError {
     HttpError::new(StatusCode::BAD_REQUEST, "INVALID_PATH", format!("invalid path: {rejection}"))
 }
 
-/// Parses `{"request": "<base64 Any>"}`.
-fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
-    let body = body.map_err(|e| match e {
+/// The request body (400 `INVALID_BODY` when too large or unreadable).
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, HttpError> {
+    body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", "request body too large")
         }
         e => {
             HttpError::new(StatusCode::BAD_REQUEST, "INVALID_BODY", format!("unreadable body: {e}"))
         }
-    })?;
+    })
+}
+
+/// Parses `{"request": "<base64 Any>"}`.
+fn request_any(body: Result<Bytes, BytesRejection>) -> Result<Any, HttpError> {
+    let body = read_body(body)?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(StatusCode::BAD_REQUEST, "INVALID_JSON", format!("invalid json: {e}"))
     })?;
@@ -300,26 +311,53 @@ fn decode_any(encoded: &str) -> Result<Any, HttpError> {
     Ok(any)
 }
 
-/// Routes one call with the gateway's default deadline.
-async fn route_call(
-    shared: &GatewayShared,
+/// An admitted call of an HTTP call route: the caller and the target.
+struct Admitted {
     identity: CallerIdentity,
     object_type: String,
     id: String,
     method: String,
-    request: Any,
-) -> Result<Any, HttpError> {
+}
+
+/// The steps every HTTP call route takes before reading its body: serving, the path (three
+/// non-empty segments), the caller's identity (`X-Client-ID` by possession, the auth hook)
+/// and the hook's authorization of the call.
+fn admit(
+    shared: &GatewayShared,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: &HeaderMap,
+) -> Result<Admitted, HttpError> {
+    serving(shared, Operation::Call)?;
+    let Path((object_type, id, method)) = path.map_err(path_error)?;
+    non_empty("call", &[&object_type, &id, &method])?;
+    let identity = identity(shared, headers)?;
+    let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
+    shared
+        .auth
+        .authorize_call(&principal, &object_type, &id, &method)
+        .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
+    Ok(Admitted { identity, object_type, id, method })
+}
+
+/// Routes one admitted call until `deadline` (the gateway's default deadline from its
+/// arrival); `idempotent` lets the router resend it after an unknown outcome.
+async fn route_call(
+    shared: &GatewayShared,
+    call: Admitted,
+    request: EncodedMessage,
+    deadline: MonoTime,
+    idempotent: bool,
+) -> Result<EncodedMessage, HttpError> {
     let call = RoutedCall {
-        object_type,
-        id,
-        method,
-        request: EncodedMessage { type_url: request.type_url, value: request.value.into() },
-        deadline: shared.clock.now() + shared.config.default_deadline,
-        identity: Some(identity),
-        idempotent: false,
+        object_type: call.object_type,
+        id: call.id,
+        method: call.method,
+        request,
+        deadline,
+        identity: Some(call.identity),
+        idempotent,
     };
-    let response = shared.router.call(call).await.map_err(|e| call_error(Operation::Call, &e))?;
-    Ok(Any { type_url: response.type_url, value: response.value.to_vec() })
+    shared.router.call(call).await.map_err(|e| call_error(Operation::Call, &e))
 }
 
 async fn call(
@@ -328,17 +366,13 @@ async fn call(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HttpError> {
-    serving(&shared, Operation::Call)?;
-    let Path((object_type, id, method)) = path.map_err(path_error)?;
-    non_empty("call", &[&object_type, &id, &method])?;
-    let identity = identity(&shared, &headers)?;
-    let principal = Principal { name: identity.principal.clone(), roles: identity.roles.clone() };
-    shared
-        .auth
-        .authorize_call(&principal, &object_type, &id, &method)
-        .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
+    let admitted = admit(&shared, path, &headers)?;
     let request = request_any(body)?;
-    let any = route_call(&shared, identity, object_type, id, method, request).await?;
+    let request = EncodedMessage { type_url: request.type_url, value: request.value.into() };
+    let deadline = shared.clock.now() + shared.config.default_deadline;
+    // The method table is not consulted here: a GoVerse call counts as non-idempotent.
+    let response = route_call(&shared, admitted, request, deadline, false).await?;
+    let any = Any { type_url: response.type_url, value: response.value.to_vec() };
     let body = serde_json::json!({ "response": STANDARD.encode(any.encode_to_vec()) });
     Ok(json_response(StatusCode::OK, &body))
 }

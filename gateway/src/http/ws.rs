@@ -29,11 +29,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
 use prost::Message as _;
+use prost_types::Any;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
-use verse_core::CallerIdentity;
+use verse_core::{CallerIdentity, EncodedMessage};
 
-use super::{HttpError, Operation, decode_any, principal, route_call, serving};
+use super::{Admitted, HttpError, Operation, decode_any, principal, route_call, serving};
 use crate::GatewayShared;
 use crate::grpc::session_items;
 use crate::session::{Attachment, ConnectionId, Principal, ResumeError};
@@ -153,12 +154,21 @@ async fn run_call(shared: Arc<GatewayShared>, identity: CallerIdentity, call: Ca
             .auth
             .authorize_call(&principal, &call.object_type, &call.object_id, &call.method)
             .map_err(|message| HttpError::new(StatusCode::FORBIDDEN, "ACCESS_DENIED", message))?;
-        route_call(&shared, identity, call.object_type, call.object_id, call.method, call.request)
-            .await
+        let admitted = Admitted {
+            identity,
+            object_type: call.object_type,
+            id: call.object_id,
+            method: call.method,
+        };
+        let request =
+            EncodedMessage { type_url: call.request.type_url, value: call.request.value.into() };
+        let deadline = shared.clock.now() + shared.config.default_deadline;
+        route_call(&shared, admitted, request, deadline, false).await
     }
     .await;
     match result {
-        Ok(any) => {
+        Ok(response) => {
+            let any = Any { type_url: response.type_url, value: response.value.to_vec() };
             json!({ "reply": { "id": call.id, "response": STANDARD.encode(any.encode_to_vec()) } })
         }
         Err(error) => error_reply(call.id, &error),

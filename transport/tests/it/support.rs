@@ -73,12 +73,17 @@ impl Echo {
     }
 }
 
-/// Another type, for type mismatches.
+/// Another type, for type mismatches; it registers (stand-in) descriptor bytes, which the
+/// node hands out verbatim.
 #[derive(Default)]
 pub struct Other;
 
-#[verse::object]
+/// The bytes `Other` registers as its descriptors.
+pub const OTHER_DESCRIPTORS: &[u8] = b"descriptor bytes";
+
+#[verse::object(descriptors = OTHER_DESCRIPTORS)]
 impl Other {
+    #[idempotent]
     async fn echo(&mut self, _ctx: &CallContext, req: Text) -> Result<Text, MethodError> {
         Ok(req)
     }

@@ -12,7 +12,9 @@ use verse_core::CallerIdentity;
 use verse_core::shard::hash_shard;
 use verse_transport::proto::PushMessage;
 
-use crate::support::{Delay, Served, Text, client, deadline_in, echo_call, wait_until};
+use crate::support::{
+    Delay, OTHER_DESCRIPTORS, Served, Text, client, deadline_in, echo_call, wait_until,
+};
 
 fn text(s: &str) -> Text {
     Text { text: s.into() }
@@ -57,6 +59,33 @@ async fn a_remote_call_reaches_an_activation_on_the_other_node() {
     let ids: Vec<&str> = listed.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids, ["echo-1", "echo-2", "echo-3"]);
     assert!(listed.iter().all(|(t, _)| t == "Echo"));
+    b.shut_down().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_type_answers_the_method_table_and_the_registered_descriptors() {
+    let mut b = Served::start("node-b").await;
+    let client = client();
+    let deadline = deadline_in(Duration::from_secs(5));
+    let echo = client.describe_type(&b.addr, "Echo", deadline).await.expect("describe Echo");
+    assert_eq!(echo.object_type, "Echo");
+    let names: Vec<&str> = echo.methods.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["Echo", "Fail", "Slow", "Who"]);
+    let slow = &echo.methods[2];
+    assert_eq!(
+        (slow.request_type.as_str(), slow.response_type.as_str(), slow.idempotent),
+        ("test.Delay", "test.Text", false)
+    );
+    assert!(echo.file_descriptor_set.is_empty(), "Echo registers no descriptors");
+
+    let other = client.describe_type(&b.addr, "Other", deadline).await.expect("describe Other");
+    assert_eq!(other.file_descriptor_set, OTHER_DESCRIPTORS);
+    assert!(other.methods[0].idempotent, "#[idempotent] travels");
+
+    let unknown = client.describe_type(&b.addr, "Nope", deadline).await;
+    assert_eq!(unknown.map(|_| ()), Err(CallError::UnknownType { object_type: "Nope".into() }));
+    // Describing activates nothing.
+    assert_eq!(b.node.activation_count(), 0);
     b.shut_down().await.expect("clean shutdown");
 }
 
