@@ -109,6 +109,15 @@ pub struct GatewayArgs {
     /// Largest gRPC request message decoded, in bytes [default: 4194304].
     #[arg(long, env = "VERSE_GRPC_MAX_MESSAGE")]
     pub grpc_max_message: Option<usize>,
+    /// Object types whose descriptors the JSON route keeps [default: 256].
+    #[arg(long, env = "VERSE_TYPE_CACHE_CAPACITY")]
+    pub type_cache_capacity: Option<usize>,
+    /// Seconds a type's descriptors learnt from a node are kept [default: 60].
+    #[arg(long, env = "VERSE_TYPE_CACHE_TTL")]
+    pub type_cache_ttl: Option<u64>,
+    /// Seconds a type no node registers stays known as unknown [default: 5].
+    #[arg(long, env = "VERSE_UNKNOWN_TYPE_TTL")]
+    pub unknown_type_ttl: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +140,9 @@ struct GatewayFile {
     heartbeat_interval: Option<u64>,
     http_body_limit: Option<usize>,
     grpc_max_message: Option<usize>,
+    type_cache_capacity: Option<usize>,
+    type_cache_ttl: Option<u64>,
+    unknown_type_ttl: Option<u64>,
 }
 
 /// The gateway's limits and session settings, resolved (defaults: [`GatewayConfig::new`]).
@@ -148,6 +160,12 @@ pub struct GatewayLimits {
     pub http_body_limit: usize,
     /// Largest gRPC request message, bytes.
     pub grpc_max_message: usize,
+    /// Types the JSON route keeps.
+    pub type_cache_capacity: usize,
+    /// How long a learnt type is kept.
+    pub type_cache_ttl: Duration,
+    /// How long an unknown type stays unknown.
+    pub unknown_type_ttl: Duration,
 }
 
 impl GatewayLimits {
@@ -159,6 +177,9 @@ impl GatewayLimits {
         config.heartbeat_interval = self.heartbeat_interval;
         config.http_body_limit = self.http_body_limit;
         config.grpc_max_message = self.grpc_max_message;
+        config.type_cache_capacity = self.type_cache_capacity;
+        config.type_cache_ttl = self.type_cache_ttl;
+        config.unknown_type_ttl = self.unknown_type_ttl;
     }
 }
 
@@ -283,7 +304,7 @@ impl GatewayArgs {
             Some(value) => Ok(Duration::from_secs(value)),
             None => Ok(default),
         };
-        let bytes = |flag: &str, value: Option<usize>, default: usize| match value {
+        let count = |flag: &str, value: Option<usize>, default: usize| match value {
             Some(0) => bail!("--{flag} must be positive"),
             Some(value) => Ok(value),
             None => Ok(default),
@@ -294,7 +315,7 @@ impl GatewayArgs {
                 self.default_deadline.or(file.default_deadline),
                 defaults.default_deadline,
             )?,
-            session_buffer: bytes(
+            session_buffer: count(
                 "session-buffer",
                 self.session_buffer.or(file.session_buffer),
                 defaults.session_buffer,
@@ -309,15 +330,30 @@ impl GatewayArgs {
                 self.heartbeat_interval.or(file.heartbeat_interval),
                 defaults.heartbeat_interval,
             )?,
-            http_body_limit: bytes(
+            http_body_limit: count(
                 "http-body-limit",
                 self.http_body_limit.or(file.http_body_limit),
                 defaults.http_body_limit,
             )?,
-            grpc_max_message: bytes(
+            grpc_max_message: count(
                 "grpc-max-message",
                 self.grpc_max_message.or(file.grpc_max_message),
                 defaults.grpc_max_message,
+            )?,
+            type_cache_capacity: count(
+                "type-cache-capacity",
+                self.type_cache_capacity.or(file.type_cache_capacity),
+                defaults.type_cache_capacity,
+            )?,
+            type_cache_ttl: seconds(
+                "type-cache-ttl",
+                self.type_cache_ttl.or(file.type_cache_ttl),
+                defaults.type_cache_ttl,
+            )?,
+            unknown_type_ttl: seconds(
+                "unknown-type-ttl",
+                self.unknown_type_ttl.or(file.unknown_type_ttl),
+                defaults.unknown_type_ttl,
             )?,
         };
         Ok(GatewaySettings {

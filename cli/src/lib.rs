@@ -36,7 +36,7 @@ pub enum Command {
     /// SIGTERM or SIGINT.
     Dev(dev::DevArgs),
     /// Runs a gateway against etcd or the Raft group until SIGTERM or SIGINT.
-    Gateway(gateway::GatewayArgs),
+    Gateway(Box<gateway::GatewayArgs>),
     /// Calls a method of an example object through a gateway, with JSON.
     Call(call::CallArgs),
     /// Runs an embedded Raft voter that hosts no objects (`--coordinator raft-voter` and its
