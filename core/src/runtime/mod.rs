@@ -131,7 +131,10 @@ impl TypeEntry {
     fn resolve(&self, method: &MethodTarget) -> Result<usize, CallError> {
         match method {
             MethodTarget::Index(index, name) => {
-                if self.methods.get(*index).is_some_and(|m| m.name == *name) {
+                // Generated references pass the `&'static str` of the method table itself, so
+                // the pointer comparison usually decides without comparing bytes.
+                let same = |m: &MethodInfo| std::ptr::eq(m.name, *name) || m.name == *name;
+                if self.methods.get(*index).is_some_and(same) {
                     Ok(*index)
                 } else {
                     self.method_index(name)
