@@ -46,6 +46,10 @@ pub const NODE_PORT: u16 = 7000;
 /// Live voters by Raft id, for the harness to find the leader (weak: a crash drops them).
 pub type VoterRegistry = Arc<Mutex<BTreeMap<u64, Weak<RaftVoter>>>>;
 
+/// The running node of each node host, for the harness to validate after every step (weak:
+/// a crash drops them).
+pub type NodeRegistry = Arc<Mutex<BTreeMap<String, Weak<verse_core::Node>>>>;
+
 /// The current Raft leader as the running voters see it: a voter that says it leads (other
 /// than `except`, e.g. an isolated old leader that does not know it was replaced).
 pub fn current_leader(registry: &VoterRegistry, except: Option<u64>) -> Option<u64> {
@@ -109,6 +113,7 @@ pub async fn run_voter(
     history: History,
 ) {
     let name = settings.voters[usize::try_from(id - 1).unwrap_or(0)].clone();
+    crate::timeline::register_host(&name);
     let fresh = verse_coord_raft::DatabaseSource::is_fresh(&disk);
     let mut config = VoterConfig::new(id, format!("/sim/{name}.redb"));
     config.database = Some(Arc::new(disk));
@@ -165,12 +170,15 @@ pub struct NodeParts {
     pub seed: u64,
     /// The record.
     pub history: History,
+    /// Where the running node is registered for validation.
+    pub registry: NodeRegistry,
 }
 
 /// Runs a node until its host crashes: builds the node, serves the node protocol, joins the
 /// cluster (retrying while the coordinator has no leader yet).
 pub async fn run_node(parts: NodeParts) {
-    let NodeParts { settings, name, clock, store, observer, seed, history } = parts;
+    let NodeParts { settings, name, clock, store, observer, seed, history, registry } = parts;
+    crate::timeline::register_host(&name);
     let shared_clock = clock.shared();
     let config = NodeConfig {
         node_id: name.clone(),
@@ -191,6 +199,7 @@ pub async fn run_node(parts: NodeParts) {
         Ok(node) => Arc::new(node),
         Err(error) => return host_error(&history, &name, format!("node build: {error}")),
     };
+    registry.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), Arc::downgrade(&node));
     let listener = match incoming(NODE_PORT).await {
         Ok(listener) => listener,
         Err(error) => return host_error(&history, &name, format!("bind: {error}")),
@@ -286,6 +295,7 @@ pub async fn run_client(
     clock: HostClock,
     history: History,
 ) -> turmoil::Result {
+    crate::timeline::register_host(&plan.name);
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
     let shared_clock = clock.shared();
     let client = NodeClient::with_connector(shared_clock, ClientConfig::default(), SimConnector);

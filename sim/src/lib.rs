@@ -7,8 +7,10 @@
 //!
 //! - [`net`], [`clock`], [`disk`], [`store`]: the simulated parts injected into real code;
 //! - [`hosts`]: voters, nodes and clients assembled as `verse node` assembles them;
-//! - [`faults`]: the seed's fault schedule; [`scenario`]: one seed, end to end;
-//! - [`history`]: what a run records (and its trace); [`checkers`]: the invariants;
+//! - [`faults`]: the seed's fault schedule; [`stalls`]: the seeded stall points;
+//!   [`scenario`]: one seed, end to end;
+//! - [`history`]: what a run records (and its trace), [`timeline`]: the real code's log events
+//!   on it, by host; [`checkers`]: the invariants;
 //! - [`runner`]: many seeds over threads, planted bugs, replay commands.
 
 pub mod checkers;
@@ -20,6 +22,8 @@ pub mod hosts;
 pub mod net;
 pub mod runner;
 pub mod scenario;
+pub mod stalls;
 pub mod store;
+pub mod timeline;
 
 pub use scenario::{Scenario, SeedReport, run_seed};
