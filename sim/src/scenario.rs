@@ -26,8 +26,8 @@ use crate::disk::SimDisk;
 use crate::faults::{Fault, ScheduleShape, schedule};
 use crate::history::{Event, History, Observer};
 use crate::hosts::{
-    ClientPlan, HostSettings, NodeParts, NodeRegistry, VoterRegistry, current_leader, run_client,
-    run_node, run_voter,
+    ClientPlan, GatewayParts, HostSettings, NodeParts, NodeRegistry, VoterRegistry, current_leader,
+    run_client, run_gateway, run_gateway_client, run_node, run_voter,
 };
 use crate::stalls::{self, StallPlan, StallRates};
 use crate::store::{FaultyStore, StoreFaults};
@@ -39,8 +39,10 @@ pub struct Scenario {
     pub nodes: usize,
     /// Raft voters.
     pub voters: usize,
-    /// Writer clients.
+    /// Writer clients (calling nodes directly).
     pub writers: usize,
+    /// Gateways (each with one writer client calling through it).
+    pub gateways: usize,
     /// Shards of the cluster (one counter per shard, `shard#N/counter`).
     pub shard_count: u32,
     /// Node lease TTL.
@@ -83,6 +85,7 @@ impl Default for Scenario {
             nodes: 3,
             voters: 3,
             writers: 2,
+            gateways: 1,
             shard_count: 32,
             lease_ttl: Duration::from_secs(2),
             max_rate_ppm: 5_000,
@@ -301,6 +304,37 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
     });
     for plan in plans {
         let fut = run_client(settings.clone(), plan.clone(), clock(&mut rng), history.clone());
+        sim.client(plan.name.as_str(), fut);
+    }
+    for index in 1..=scenario.gateways {
+        let name = format!("gateway{index}");
+        let base = GatewayParts {
+            settings: settings.clone(),
+            name: name.clone(),
+            clock: clock(&mut rng),
+            seed: rng.r#gen(),
+            history: history.clone(),
+        };
+        let incarnations = Rc::new(Cell::new(0u64));
+        sim.host(name.as_str(), move || {
+            let mut parts = base.clone();
+            incarnations.set(incarnations.get() + 1);
+            parts.seed = parts.seed.wrapping_add(incarnations.get());
+            async move {
+                run_gateway(parts).await;
+                Ok(())
+            }
+        });
+        let plan = ClientPlan {
+            name: format!("gwclient{index}"),
+            counters: counters.clone(),
+            start_at: Duration::from_secs(2),
+            writes_until: scenario.writes_until,
+            final_reads: false,
+            deadline: scenario.call_deadline,
+            seed: rng.r#gen(),
+        };
+        let fut = run_gateway_client(plan.clone(), name, history.clone());
         sim.client(plan.name.as_str(), fut);
     }
 
