@@ -183,6 +183,8 @@ async fn keep_alive(shared: Arc<Shared>, id: String, incarnation: u64, mut track
                 () = proof_ends, if proven => tracker.tick(clock.now()),
             }
         };
+        // A seeded stall in keepalive handling (simulation only): the answer is processed late.
+        verse_core::fault::stall(verse_core::fault::StallPoint::Keepalive).await;
         match result {
             Ok(Reply::Granted { ttl_ms }) => {
                 tracker.on_success(Duration::from_millis(ttl_ms), clock.now())

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use verse_core::Epoch;
+use verse_core::fault::StallPoint;
 use verse_core::runtime::observe::{TurnObserver, TurnRecord};
 
 use crate::clock::sim_now;
@@ -27,6 +28,8 @@ pub struct TurnInterval {
     pub start: Duration,
     /// Global time it finished (or its host crashed); `None` while running.
     pub end: Option<Duration>,
+    /// Whether its host crashed before it finished (it then answered nobody).
+    pub crashed: bool,
 }
 
 /// How a client call ended.
@@ -94,6 +97,31 @@ pub enum Event {
     LeaseLost(String),
     /// A host's software failed (returned an error): a finding.
     HostError(String, String),
+    /// A voter's crash tore its disk's unsynced writes (what reached the disk).
+    TornWrite(String, String),
+    /// `Node::validate` found the node's core state broken (a finding).
+    Invalid(String, String),
+    /// A seeded stall point held a task of `host` for `duration`.
+    Stall {
+        /// The host.
+        host: String,
+        /// Where.
+        point: StallPoint,
+        /// For how long.
+        duration: Duration,
+    },
+}
+
+/// A save the store refused because its epoch was behind the fence (invariant 5 at work), or
+/// one it committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveRecord {
+    /// The object id.
+    pub object: String,
+    /// The stale epoch the save was made at.
+    pub epoch: Epoch,
+    /// Global time of the refusal.
+    pub at: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +131,8 @@ struct Inner {
     open: BTreeMap<(String, String), usize>,
     calls: Vec<CallRecord>,
     events: Vec<(Duration, Event)>,
+    fenced: Vec<SaveRecord>,
+    committed: Vec<SaveRecord>,
     trace: String,
     hash: u64,
     trace_lines: usize,
@@ -159,6 +189,7 @@ impl History {
             epoch,
             start: now,
             end: None,
+            crashed: false,
         });
         inner.open.insert((node.to_owned(), object.to_owned()), index);
     }
@@ -180,6 +211,7 @@ impl History {
         for key in keys {
             if let Some(index) = inner.open.remove(&key) {
                 inner.turns[index].end = Some(at);
+                inner.turns[index].crashed = true;
             }
         }
     }
@@ -203,6 +235,32 @@ impl History {
         let mut inner = self.lock();
         inner.line(at, host, format_args!("{event:?}"));
         inner.events.push((at, event));
+    }
+
+    /// The store refused a save of `object` at the stale `epoch` (fence).
+    pub fn fenced_save(&self, object: &str, epoch: Epoch) {
+        let now = sim_now();
+        let mut inner = self.lock();
+        inner.line(now, "store", format_args!("save of {object} at epoch {epoch} fenced"));
+        inner.fenced.push(SaveRecord { object: object.to_owned(), epoch, at: now });
+    }
+
+    /// The store committed a save of `object` at `epoch` (not on the trace: turn lines and
+    /// acknowledgements show them).
+    pub fn committed_save(&self, object: &str, epoch: Epoch) {
+        let now = sim_now();
+        let mut inner = self.lock();
+        inner.committed.push(SaveRecord { object: object.to_owned(), epoch, at: now });
+    }
+
+    /// Every save the store committed so far.
+    pub fn committed_saves(&self) -> Vec<SaveRecord> {
+        self.lock().committed.clone()
+    }
+
+    /// Every save refused by the fence so far.
+    pub fn fenced_saves(&self) -> Vec<SaveRecord> {
+        self.lock().fenced.clone()
     }
 
     /// Adds a free-form line to the trace (e.g. a host's log line).

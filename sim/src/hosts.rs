@@ -10,6 +10,9 @@
 //!   coordinator through [`RemoteAccess`] (as `verse node --coordinator raft` does).
 //! - **Client** (`client1`..): calls counters through the node protocol with a real
 //!   [`NodeClient`], following `NotServed` hints, and records every call and its outcome.
+//! - **Gateway** (`gateway1`..): a real `verse-gateway` gateway joined through the same
+//!   coordinator client, serving `gate.GateService` on port [`GATEWAY_PORT`]; its client
+//!   (`gwclient1`..) opens a session and calls counters through it.
 //!
 //! A host's future never returns an error to turmoil (that would end the run): a failure is
 //! recorded as [`Event::HostError`] and fails the seed through the checkers.
@@ -42,9 +45,15 @@ use crate::net::{SimConnector, incoming};
 pub const RAFT_PORT: u16 = 5000;
 /// Port of the node protocol on nodes.
 pub const NODE_PORT: u16 = 7000;
+/// Port of `gate.GateService` on gateways.
+pub const GATEWAY_PORT: u16 = 7100;
 
 /// Live voters by Raft id, for the harness to find the leader (weak: a crash drops them).
 pub type VoterRegistry = Arc<Mutex<BTreeMap<u64, Weak<RaftVoter>>>>;
+
+/// The running node of each node host, for the harness to validate after every step (weak:
+/// a crash drops them).
+pub type NodeRegistry = Arc<Mutex<BTreeMap<String, Weak<verse_core::Node>>>>;
 
 /// The current Raft leader as the running voters see it: a voter that says it leads (other
 /// than `except`, e.g. an isolated old leader that does not know it was replaced).
@@ -109,6 +118,7 @@ pub async fn run_voter(
     history: History,
 ) {
     let name = settings.voters[usize::try_from(id - 1).unwrap_or(0)].clone();
+    crate::timeline::register_host(&name);
     let fresh = verse_coord_raft::DatabaseSource::is_fresh(&disk);
     let mut config = VoterConfig::new(id, format!("/sim/{name}.redb"));
     config.database = Some(Arc::new(disk));
@@ -165,12 +175,15 @@ pub struct NodeParts {
     pub seed: u64,
     /// The record.
     pub history: History,
+    /// Where the running node is registered for validation.
+    pub registry: NodeRegistry,
 }
 
 /// Runs a node until its host crashes: builds the node, serves the node protocol, joins the
 /// cluster (retrying while the coordinator has no leader yet).
 pub async fn run_node(parts: NodeParts) {
-    let NodeParts { settings, name, clock, store, observer, seed, history } = parts;
+    let NodeParts { settings, name, clock, store, observer, seed, history, registry } = parts;
+    crate::timeline::register_host(&name);
     let shared_clock = clock.shared();
     let config = NodeConfig {
         node_id: name.clone(),
@@ -191,6 +204,7 @@ pub async fn run_node(parts: NodeParts) {
         Ok(node) => Arc::new(node),
         Err(error) => return host_error(&history, &name, format!("node build: {error}")),
     };
+    registry.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), Arc::downgrade(&node));
     let listener = match incoming(NODE_PORT).await {
         Ok(listener) => listener,
         Err(error) => return host_error(&history, &name, format!("bind: {error}")),
@@ -252,6 +266,73 @@ pub async fn run_node(parts: NodeParts) {
     }
 }
 
+/// Everything a gateway host needs.
+#[derive(Debug, Clone)]
+pub struct GatewayParts {
+    /// Settings of the run.
+    pub settings: HostSettings,
+    /// The gateway's name (member id and host name).
+    pub name: String,
+    /// The host's clock.
+    pub clock: HostClock,
+    /// Seed of this incarnation's random source (client ids, session tokens).
+    pub seed: u64,
+    /// The record.
+    pub history: History,
+}
+
+/// Runs a gateway until its host crashes: joins the cluster through the coordinator (as
+/// `verse gateway --coordinator raft` does), routes over the node protocol, and serves
+/// `gate.GateService` on port [`GATEWAY_PORT`]. Client ids come from the seeded source.
+pub async fn run_gateway(parts: GatewayParts) {
+    let GatewayParts { settings, name, clock, seed, history } = parts;
+    crate::timeline::register_host(&name);
+    let shared_clock = clock.shared();
+    let access: Arc<dyn RaftAccess> = Arc::new(RemoteAccess::with_connector(
+        grpc_config(settings.lease_ttl),
+        settings.voter_addresses(),
+        SimConnector,
+    ));
+    let coordinator: Arc<dyn Coordinator> = Arc::new(RaftCoordinator::new(
+        access,
+        shared_clock.clone(),
+        ClientOptions::new(settings.lease_ttl),
+    ));
+    let client = Arc::new(NodeClient::with_connector(
+        shared_clock.clone(),
+        ClientConfig::default(),
+        SimConnector,
+    ));
+    let mut config =
+        verse_gateway::GatewayConfig::new(name.clone(), format!("{name}:{GATEWAY_PORT}"));
+    config.register_wait = Duration::from_secs(30);
+    let rng = RandomSource::from_seed(seed);
+    let gateway = loop {
+        let builder = verse_gateway::GatewayBuilder::new(
+            config.clone(),
+            coordinator.clone(),
+            shared_clock.clone(),
+        )
+        .rng(rng.fork())
+        .node_client(client.clone());
+        match builder.start().await {
+            Ok(gateway) => break gateway,
+            Err(error) => {
+                history.note(&name, &format!("gateway start failed, retrying: {error}"));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let listener = match incoming(GATEWAY_PORT).await {
+        Ok(listener) => listener,
+        Err(error) => return host_error(&history, &name, format!("bind: {error}")),
+    };
+    history.note(&name, "gateway serving");
+    if let Err(error) = gateway.serve(listener, std::future::pending::<()>()).await {
+        host_error(&history, &name, format!("gateway serve: {error}"));
+    }
+}
+
 fn error_is_retryable(error: &verse_core::ClusterError) -> bool {
     match error {
         verse_core::ClusterError::Coordinator(error) => error.is_retryable(),
@@ -286,6 +367,7 @@ pub async fn run_client(
     clock: HostClock,
     history: History,
 ) -> turmoil::Result {
+    crate::timeline::register_host(&plan.name);
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
     let shared_clock = clock.shared();
     let client = NodeClient::with_connector(shared_clock, ClientConfig::default(), SimConnector);
@@ -394,4 +476,84 @@ impl Caller {
             outcome,
         });
     }
+}
+
+/// Runs a client of gateway `gateway`: opens a session (`Register`; its client id comes from
+/// the gateway's seeded source), then increments random counters through `CallObject` with
+/// that client id until `writes_until`, recording every call. An answer is acknowledged; any
+/// error is recorded as unknown (the gateway already resent what provably did not start).
+pub async fn run_gateway_client(
+    plan: ClientPlan,
+    gateway: String,
+    history: History,
+) -> turmoil::Result {
+    use verse_gateway::proto::gate_service_client::GateServiceClient;
+    use verse_gateway::proto::{CallObjectRequest, Empty};
+
+    crate::timeline::register_host(&plan.name);
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed);
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{gateway}:{GATEWAY_PORT}"))?
+            .connect_timeout(Duration::from_millis(500));
+    let channel =
+        endpoint.connect_with_connector_lazy(verse_transport::net::HyperConnector(SimConnector));
+    let mut client = GateServiceClient::new(channel);
+    sleep_until(plan.start_at).await;
+    // The session: retried until the gateway answers (it joins the cluster first).
+    let (client_id, _pushes) = loop {
+        match client.register(Empty {}).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match stream.message().await {
+                    Ok(Some(first)) => {
+                        match first.to_msg::<verse_gateway::proto::RegisterResponse>() {
+                            Ok(registered) => break (registered.client_id, stream),
+                            Err(error) => history.note(&plan.name, &format!("register: {error}")),
+                        }
+                    }
+                    Ok(None) => history.note(&plan.name, "register: the stream ended"),
+                    Err(status) => history.note(&plan.name, &format!("register: {status}")),
+                }
+            }
+            Err(status) => history.note(&plan.name, &format!("register: {}", status.code())),
+        }
+        if sim_now() >= plan.writes_until {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    history.note(&plan.name, &format!("session open as client {client_id}"));
+    while sim_now() < plan.writes_until {
+        let counter = plan.counters[rng.gen_range(0..plan.counters.len())].clone();
+        let start = sim_now();
+        let any = prost_types::Any::from_msg(&IncrementRequest { amount: 1 })?;
+        let mut request = tonic::Request::new(CallObjectRequest {
+            client_id: client_id.clone(),
+            r#type: "Counter".into(),
+            id: counter.clone(),
+            method: "Increment".into(),
+            request: Some(any),
+        });
+        request.set_timeout(plan.deadline);
+        let outcome = match client.call_object(request).await {
+            Ok(response) => {
+                match response.into_inner().response.map(|a| a.to_msg::<CounterResponse>()) {
+                    Some(Ok(answer)) => Outcome::Acknowledged(i64::from(answer.value)),
+                    Some(Err(error)) => Outcome::Unknown(format!("undecodable answer: {error}")),
+                    None => Outcome::Unknown("empty answer".into()),
+                }
+            }
+            Err(status) => Outcome::Unknown(format!("{:?}: {}", status.code(), status.message())),
+        };
+        history.call(CallRecord {
+            client: plan.name.clone(),
+            object: counter,
+            kind: CallKind::Increment,
+            start,
+            end: sim_now(),
+            outcome,
+        });
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1..20))).await;
+    }
+    Ok(())
 }

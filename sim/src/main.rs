@@ -6,6 +6,7 @@
 //! - `verse-sim --seed S [--trace]`: one seed; prints its verdict, counts and fingerprint (and
 //!   its trace: the cluster timeline).
 //! - `--plant skip-lease-check|skip-epoch-fence`: plant a bug (test-only switches).
+//! - `--scenario churn|leader-partition|node-cut|stale-owner`: the scenario (default churn).
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ enum ScenarioArg {
     Churn,
     LeaderPartition,
     NodeCut,
+    StaleOwner,
 }
 
 #[derive(Debug, Parser)]
@@ -44,7 +46,8 @@ struct Args {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
-    /// The scenario: the seeded churn, or issue 4's Raft leader partition.
+    /// The scenario: the seeded churn, issue 4's Raft leader partition, the node cut from the
+    /// coordinator, or the stale owner (node cut plus frequent long stalls before saves).
     #[arg(long, value_enum, default_value = "churn")]
     scenario: ScenarioArg,
     /// Plant a bug (test-only fault switch); may repeat.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         ScenarioArg::Churn => Scenario::default(),
         ScenarioArg::LeaderPartition => Scenario::leader_partition(),
         ScenarioArg::NodeCut => Scenario::node_cut_from_coordinator(),
+        ScenarioArg::StaleOwner => Scenario::stale_owner(),
     };
     if let Some(seed) = args.seed {
         let report = run_planted(seed, &scenario, &plants);
@@ -90,6 +94,13 @@ fn main() -> ExitCode {
         println!("{}", summary(&report));
         return if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
+    let scenario_flag = match args.scenario {
+        ScenarioArg::Churn => String::new(),
+        other => other
+            .to_possible_value()
+            .map(|value| format!(" --scenario {}", value.get_name()))
+            .unwrap_or_default(),
+    };
     let count = args.seeds.unwrap_or(100);
     let jobs =
         args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -99,7 +110,7 @@ fn main() -> ExitCode {
             for violation in &report.verdict.violations {
                 println!("  violation: {violation}");
             }
-            println!("  replay: {}", replay_command(report.seed, &plants));
+            println!("  replay: {}{scenario_flag}", replay_command(report.seed, &plants));
         }
     });
     let per_seed = batch.seed_time.as_secs_f64() / batch.seeds.max(1) as f64;

@@ -9,7 +9,7 @@
 //! schedule.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -26,9 +26,10 @@ use crate::disk::SimDisk;
 use crate::faults::{Fault, ScheduleShape, schedule};
 use crate::history::{Event, History, Observer};
 use crate::hosts::{
-    ClientPlan, HostSettings, NodeParts, VoterRegistry, current_leader, run_client, run_node,
-    run_voter,
+    ClientPlan, GatewayParts, HostSettings, NodeParts, NodeRegistry, VoterRegistry, current_leader,
+    run_client, run_gateway, run_gateway_client, run_node, run_voter,
 };
+use crate::stalls::{self, StallPlan, StallRates};
 use crate::store::{FaultyStore, StoreFaults};
 
 /// The shape of the scenario (defaults: about 20 simulated seconds).
@@ -38,8 +39,10 @@ pub struct Scenario {
     pub nodes: usize,
     /// Raft voters.
     pub voters: usize,
-    /// Writer clients.
+    /// Writer clients (calling nodes directly).
     pub writers: usize,
+    /// Gateways (each with one writer client calling through it).
+    pub gateways: usize,
     /// Shards of the cluster (one counter per shard, `shard#N/counter`).
     pub shard_count: u32,
     /// Node lease TTL.
@@ -69,6 +72,11 @@ pub struct Scenario {
     pub require_events: bool,
     /// A fixed fault schedule instead of the seed's (targeted scenarios).
     pub faults: Option<Vec<(Duration, Fault)>>,
+    /// How often the seeded stall points stall (between `faults_from` and `heal_by`).
+    pub stalls: StallRates,
+    /// `Node::validate` runs on every node after the first simulation step at least this
+    /// long after its last run (zero: after every step).
+    pub validate_every: Duration,
 }
 
 impl Default for Scenario {
@@ -77,6 +85,7 @@ impl Default for Scenario {
             nodes: 3,
             voters: 3,
             writers: 2,
+            gateways: 1,
             shard_count: 32,
             lease_ttl: Duration::from_secs(2),
             max_rate_ppm: 5_000,
@@ -91,6 +100,8 @@ impl Default for Scenario {
             min_acknowledged: 100,
             require_events: true,
             faults: None,
+            stalls: StallRates::default(),
+            validate_every: Duration::ZERO,
         }
     }
 }
@@ -121,6 +132,23 @@ impl Scenario {
                 (Duration::from_secs(11), Fault::CrashNode(1, Duration::from_secs(1))),
             ]),
             ..Scenario::default()
+        }
+    }
+}
+
+impl Scenario {
+    /// The node cut from the coordinator with frequent long stalls before saves: turns that
+    /// passed their serve check on the cut node just before its lease ran out save late, after
+    /// another node took their shard over, and some of the new owner's first saves stall too.
+    /// A stale save then lands between the new owner's load and its first save of the same
+    /// object, the one window in which only the epoch fence (not the store's per-object
+    /// version check) stops it: the scenario of the planted `SkipEpochFence` test.
+    pub fn stale_owner() -> Self {
+        Scenario {
+            writers: 16,
+            call_deadline: Duration::from_secs(1),
+            stalls: StallRates { before_save: 0.05, long_fraction: 0.5, ..StallRates::default() },
+            ..Scenario::node_cut_from_coordinator()
         }
     }
 }
@@ -174,6 +202,8 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     verse_coord_raft::seed_election_randomness(rng.r#gen());
     let history = History::new();
+    crate::timeline::clear_hosts();
+    let logging = crate::timeline::install(history.clone());
     let voters: Vec<String> = (1..=scenario.voters).map(|i| format!("voter{i}")).collect();
     let nodes: Vec<String> = (1..=scenario.nodes).map(|i| format!("node{i}")).collect();
     let settings = HostSettings {
@@ -199,7 +229,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
     let registry: VoterRegistry = Arc::default();
     let mut disks = BTreeMap::new();
     for (index, name) in voters.iter().enumerate() {
-        let disk = SimDisk::new();
+        let disk = SimDisk::with_torn_writes(rng.r#gen());
         disks.insert(name.clone(), disk.clone());
         let (settings, registry, history) = (settings.clone(), registry.clone(), history.clone());
         let clock = clock(&mut rng);
@@ -226,8 +256,10 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
         DEFAULT_TOMBSTONE_RETENTION,
         false,
     ));
-    let store: Arc<dyn StateStore> = Arc::new(FaultyStore::new(memory, faults.clone()));
+    let store: Arc<dyn StateStore> =
+        Arc::new(FaultyStore::new(memory, faults.clone()).recording(history.clone()));
     let observer: Arc<dyn TurnObserver> = Arc::new(Observer::new(history.clone()));
+    let node_registry: NodeRegistry = Arc::default();
     for name in &nodes {
         let base = NodeParts {
             settings: settings.clone(),
@@ -237,6 +269,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
             observer: observer.clone(),
             seed: rng.r#gen(),
             history: history.clone(),
+            registry: node_registry.clone(),
         };
         let incarnations = Rc::new(Cell::new(0u64));
         sim.host(name.as_str(), move || {
@@ -273,6 +306,37 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
         let fut = run_client(settings.clone(), plan.clone(), clock(&mut rng), history.clone());
         sim.client(plan.name.as_str(), fut);
     }
+    for index in 1..=scenario.gateways {
+        let name = format!("gateway{index}");
+        let base = GatewayParts {
+            settings: settings.clone(),
+            name: name.clone(),
+            clock: clock(&mut rng),
+            seed: rng.r#gen(),
+            history: history.clone(),
+        };
+        let incarnations = Rc::new(Cell::new(0u64));
+        sim.host(name.as_str(), move || {
+            let mut parts = base.clone();
+            incarnations.set(incarnations.get() + 1);
+            parts.seed = parts.seed.wrapping_add(incarnations.get());
+            async move {
+                run_gateway(parts).await;
+                Ok(())
+            }
+        });
+        let plan = ClientPlan {
+            name: format!("gwclient{index}"),
+            counters: counters.clone(),
+            start_at: Duration::from_secs(2),
+            writes_until: scenario.writes_until,
+            final_reads: false,
+            deadline: scenario.call_deadline,
+            seed: rng.r#gen(),
+        };
+        let fut = run_gateway_client(plan.clone(), name, history.clone());
+        sim.client(plan.name.as_str(), fut);
+    }
 
     let shape = ScheduleShape {
         nodes: scenario.nodes,
@@ -284,12 +348,24 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
     let mut pending: BTreeMap<(Duration, u64), Action> = BTreeMap::new();
     let mut sequence = 0u64;
     let drawn = schedule(&mut rng, &shape);
+    let plan = StallPlan {
+        seed: rng.r#gen(),
+        rates: scenario.stalls.clone(),
+        lease_ttl: scenario.lease_ttl,
+        from: scenario.faults_from,
+        until: scenario.heal_by,
+        hosts: nodes.clone(),
+    };
+    let installed = stalls::install(plan, history.clone());
     for (at, fault) in scenario.faults.clone().unwrap_or(drawn) {
         pending.insert((at, sequence), Action::Start(fault));
         sequence += 1;
     }
 
     let mut run_error = None;
+    // Hosts whose core state was found broken (validated no further: one finding each).
+    let mut invalid: BTreeSet<String> = BTreeSet::new();
+    let mut next_validation = Duration::ZERO;
     let progress = std::env::var_os("VERSE_SIM_PROGRESS").is_some();
     loop {
         let now = sim.elapsed();
@@ -314,7 +390,12 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
         if progress && now.as_millis() % 250 == 0 {
             eprintln!("progress: sim {now:?} wall {:?}", wall.elapsed());
         }
-        match sim.step() {
+        let stepped = sim.step();
+        if sim.elapsed() >= next_validation {
+            validate_nodes(&mut sim, &node_registry, &history, &mut invalid);
+            next_validation = sim.elapsed() + scenario.validate_every;
+        }
+        match stepped {
             Ok(true) => break,
             Ok(false) => {}
             Err(error) => {
@@ -325,6 +406,9 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
     }
     let simulated = sim.elapsed();
     drop(sim);
+    drop(installed);
+    drop(logging);
+    crate::timeline::clear_hosts();
     let verdict = checkers::check(&history, scenario, run_error);
     SeedReport {
         seed,
@@ -335,6 +419,45 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> SeedReport {
         trace: history.trace(),
         calls: history.calls(),
         events: history.events(),
+    }
+}
+
+/// Records what a voter's crash did to its disk: a note, or an event when a write was torn.
+fn record_disk_crash(history: &History, now: Duration, host: &str, crash: crate::disk::Crash) {
+    if crash.torn.is_some() {
+        history.event(now, "harness", Event::TornWrite(host.to_owned(), crash.to_string()));
+    } else {
+        history.note("harness", &format!("{host} {crash}"));
+    }
+}
+
+/// Runs `Node::validate` on the node of every running node host (after a simulation step);
+/// a broken invariant is recorded as [`Event::Invalid`] (once per host), which fails the seed.
+fn validate_nodes(
+    sim: &mut turmoil::Sim<'_>,
+    registry: &NodeRegistry,
+    history: &History,
+    invalid: &mut BTreeSet<String>,
+) {
+    let nodes: Vec<(String, Arc<verse_core::Node>)> = registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(name, _)| !invalid.contains(*name))
+        .filter_map(|(name, node)| node.upgrade().map(|node| (name.clone(), node)))
+        .collect();
+    for (name, node) in nodes {
+        if !sim.is_host_running(name.as_str()) {
+            continue;
+        }
+        if let Err(violation) = node.validate() {
+            history.event(
+                sim.elapsed(),
+                &name,
+                Event::Invalid(name.clone(), violation.to_string()),
+            );
+            invalid.insert(name);
+        }
     }
 }
 
@@ -475,8 +598,8 @@ fn apply(
         }
         Action::CrashHost(host) => {
             if let Some(disk) = disks.get(&host) {
-                let lost = disk.crash();
-                history.note("harness", &format!("{host} loses {lost} unsynced disk writes"));
+                let crash = disk.crash();
+                record_disk_crash(history, now, &host, crash);
             }
             sim.crash(host.as_str());
             history.host_crashed(&host, now);
@@ -488,7 +611,8 @@ fn apply(
                 // Overlapping crash faults: restarting a running host crashes it first (found
                 // by seed 12, whose turn cut short by such a restart never ended).
                 if let Some(disk) = disks.get(&host) {
-                    disk.crash();
+                    let crash = disk.crash();
+                    record_disk_crash(history, now, &host, crash);
                 }
                 history.host_crashed(&host, now);
                 history.event(now, "harness", Event::Crash(host.clone()));

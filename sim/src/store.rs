@@ -16,6 +16,7 @@ use verse_core::store::{DeleteRequest, FenceKey, SaveRequest, StoreError, Stored
 use verse_core::{Epoch, MemoryStore, StateStore};
 
 use crate::clock::sim_now;
+use crate::history::History;
 
 #[derive(Debug)]
 struct Faults {
@@ -81,12 +82,20 @@ impl StoreFaults {
 pub struct FaultyStore {
     inner: Arc<MemoryStore>,
     faults: StoreFaults,
+    /// Where saves refused by the fence are recorded, if anywhere.
+    history: Option<History>,
 }
 
 impl FaultyStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<MemoryStore>, faults: StoreFaults) -> Self {
-        FaultyStore { inner, faults }
+        FaultyStore { inner, faults, history: None }
+    }
+
+    /// Records every save the fence refuses into `history` (the S1 checker needs them).
+    pub fn recording(mut self, history: History) -> Self {
+        self.history = Some(history);
+        self
     }
 
     async fn before(&self) -> Result<(), StoreError> {
@@ -133,7 +142,15 @@ impl StateStore for FaultyStore {
 
     async fn save(&self, req: SaveRequest) -> Result<(), StoreError> {
         self.before().await?;
+        let (object, epoch) = (req.object_id.clone(), req.epoch);
         let result = self.inner.save(req).await;
+        match (&self.history, &result) {
+            (Some(history), Ok(())) => history.committed_save(&object, epoch),
+            (Some(history), Err(StoreError::Fenced { attempted, .. })) => {
+                history.fenced_save(&object, *attempted);
+            }
+            _ => {}
+        }
         self.after().await;
         result
     }

@@ -350,6 +350,7 @@ impl Driver {
     }
 
     async fn release(&mut self, releases: Vec<ReleaseRequest>) {
+        crate::fault::stall(crate::fault::StallPoint::BeforeRelease).await;
         match self.coordinator.release(releases.clone()).await {
             Ok(outcomes) => {
                 for outcome in outcomes {

@@ -8,6 +8,8 @@
 //! is released when drained), and the activation has no timer of its own: the node wheel
 //! drives deadlines, turn limits, idleness and periodic saves.
 
+mod validate;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;

@@ -219,6 +219,7 @@ async fn try_activate<T: Object>(
         .map_err(|e| (e, true))?;
     let mut record: Option<StoredObject> = None;
     if entry.persistent() {
+        crate::fault::stall(crate::fault::StallPoint::AfterServeCheck).await;
         if !node.ownership.is_fenced(fence, epoch) {
             let raised = node
                 .store
@@ -308,6 +309,7 @@ async fn save<T: Object>(
         version: live.version + 1,
         state: encoded.clone(),
     };
+    crate::fault::stall(crate::fault::StallPoint::BeforeSave).await;
     match node.store.save(request).await {
         Ok(()) => {
             live.version += 1;

@@ -8,6 +8,7 @@ pub mod observe;
 pub(crate) mod ownership;
 mod remote;
 pub(crate) mod timer;
+pub mod validate;
 pub(crate) mod wheel;
 
 use std::any::TypeId;

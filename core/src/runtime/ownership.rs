@@ -5,6 +5,8 @@
 //! shard at epoch (1, 1) with an always-proven lease; the cluster runtime feeds the same table
 //! from the coordinator, so both pay the same per-call cost.
 
+mod validate;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::clock::{Clock, MonoTime};

@@ -27,13 +27,31 @@ pub struct Counts {
     pub unknown: usize,
     /// Increments that provably did not run.
     pub failed: usize,
+    /// Seeded stalls (all stall points).
+    pub stalls: usize,
+    /// Stalls longer than the lease TTL.
+    pub long_stalls: usize,
+    /// Voter crashes that tore an unsynced disk write.
+    pub torn_writes: usize,
 }
 
-/// Counts the run's events.
-pub fn count(turns: &[TurnInterval], calls: &[CallRecord], events: &[(Duration, Event)]) -> Counts {
+/// Counts the run's events; a stall counts as long when it outlasts `lease_ttl`.
+pub fn count(
+    turns: &[TurnInterval],
+    calls: &[CallRecord],
+    events: &[(Duration, Event)],
+    lease_ttl: Duration,
+) -> Counts {
     let mut counts = Counts { turns: turns.len(), ..Counts::default() };
     for (_, event) in events {
         match event {
+            Event::Stall { duration, .. } => {
+                counts.stalls += 1;
+                if *duration >= lease_ttl {
+                    counts.long_stalls += 1;
+                }
+            }
+            Event::TornWrite(..) => counts.torn_writes += 1,
             Event::Crash(_) => counts.crashes += 1,
             Event::Partition(_) => counts.partitions += 1,
             Event::LeaderChange(_) => counts.leader_changes += 1,

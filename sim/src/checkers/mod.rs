@@ -2,12 +2,14 @@
 //! - [`single_activation`]: turns of one object never overlap and epochs never decrease (S1);
 //! - [`acknowledged`]: every acknowledged increment is reflected (S2);
 //! - [`liveness`]: after the faults stop the cluster converges and serves every shard;
-//! - [`events`]: the seed did what it must to count (crash, partition, handoff, writes).
+//! - [`events`]: the seed did what it must to count (crash, partition, handoff, writes);
+//! - [`validity`]: `Node::validate` held on every node after every simulation step.
 
 pub mod acknowledged;
 pub mod events;
 pub mod liveness;
 pub mod single_activation;
+pub mod validity;
 
 use crate::history::History;
 use crate::scenario::Scenario;
@@ -31,10 +33,21 @@ pub fn check(history: &History, scenario: &Scenario, run_error: Option<String>) 
     let turns = history.turns();
     let calls = history.calls();
     let events_seen = history.events();
-    violations.extend(single_activation::check(&turns));
+    let (fenced, committed) = (history.fenced_saves(), history.committed_saves());
+    let stalls: Vec<(String, std::time::Duration)> = events_seen
+        .iter()
+        .filter_map(|(at, event)| match event {
+            crate::history::Event::Stall { host, .. } => Some((host.clone(), *at)),
+            _ => None,
+        })
+        .collect();
+    let saves =
+        single_activation::Saves { fenced: &fenced, committed: &committed, stalls: &stalls };
+    violations.extend(single_activation::check(&turns, saves));
     violations.extend(acknowledged::check(&calls));
     violations.extend(liveness::check(&calls, &events_seen, scenario));
-    let counts = events::count(&turns, &calls, &events_seen);
+    violations.extend(validity::check(&events_seen));
+    let counts = events::count(&turns, &calls, &events_seen, scenario.lease_ttl);
     if scenario.require_events {
         violations.extend(events::check(&counts, scenario));
     }
