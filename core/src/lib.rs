@@ -47,7 +47,9 @@ pub use object::{
     Tick, TypeDescription, TypeOptions,
 };
 pub use reference::{ObjectRef, RawRef, RemoteBackend, RemoteFuture};
-pub use runtime::{BuildError, Client, IncomingCall, Node, NodeBuilder, NodeConfig, TimerHandle};
+pub use runtime::{
+    BuildError, Client, IncomingCall, Node, NodeBuilder, NodeConfig, ShardStatus, TimerHandle,
+};
 
 /// Paths named by code the `#[verse::object]` macro generates (the facade re-exports this
 /// module; `crate = ::verse_core` points the macro here). Not a public API.

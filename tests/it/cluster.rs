@@ -27,12 +27,48 @@ use verse_core::{
 };
 use verse_examples::counter::Counter;
 use verse_examples::proto::counter::{GetRequest, IncrementRequest};
+use verse_examples::proto::greeter::{HelloReply, HelloRequest};
 use verse_transport::{NodeClient, NodeServer, TcpIncoming};
 
 const SHARDS: u32 = 64;
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const CALL_DEADLINE: Duration = Duration::from_secs(5);
 const CALLERS: usize = 8;
+
+/// Set by the handoff-exception test to let the first hop of its chain go on.
+static HOP_RELEASE: AtomicBool = AtomicBool::new(false);
+
+/// Relays along a path: `name` is `wait;next,rest…` (`wait`: hold the turn until the test
+/// sets [`HOP_RELEASE`], at most 20 s); each hop answers `id@node` followed by the answers
+/// of the rest of the path.
+#[derive(Default)]
+struct Hop;
+
+#[verse::object]
+impl Hop {
+    async fn hop(
+        &mut self,
+        ctx: &CallContext,
+        req: HelloRequest,
+    ) -> Result<HelloReply, MethodError> {
+        let (wait, path) = req.name.split_once(';').unwrap_or(("", &req.name));
+        if wait == "wait" {
+            let started = Instant::now();
+            while !HOP_RELEASE.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(20)
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let here = format!("{}@{}", ctx.id(), ctx.node_id());
+        let Some(next) = path.split(',').next().filter(|n| !n.is_empty()) else {
+            return Ok(HelloReply { message: here, ..HelloReply::default() });
+        };
+        let rest = path.split_once(',').map_or("", |(_, rest)| rest);
+        let request = HelloRequest { name: format!(";{rest}") };
+        let reply = ctx.get::<Hop>(next).hop(request).await.map_err(|e| e.to_string())?;
+        Ok(HelloReply { message: format!("{here} {}", reply.message), ..HelloReply::default() })
+    }
+}
 
 /// One node of the test cluster.
 struct TestNode {
@@ -62,6 +98,7 @@ impl TestNode {
             NodeBuilder::new(config)
                 .clustered()
                 .object_with::<Counter>(options)
+                .object::<Hop>()
                 .clock(clock.clone())
                 .store(store.clone())
                 .start()
@@ -476,6 +513,62 @@ async fn operator_pins_fix_shards_block_drains_and_fail_fast_while_their_node_is
     // Unpinned, the shard fails over and its state is intact.
     operator.unpin(shard_of(to_two)).await.unwrap();
     assert_eq!(served_within(&nodes[0].node, to_two, within).await, 1);
+
+    for test_node in nodes {
+        test_node.stop().await;
+    }
+    voter.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_being_handed_off_admits_nested_calls_of_a_chain_running_a_turn_in_it() {
+    use verse_core::shardmap::TargetRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let (voter, operator, nodes, _) = three_nodes(dir.path()).await;
+    let owner_of = |map: &verse_core::ShardMap, id: &str| {
+        let shard = verse_core::runtime::shard_of(&nodes[0].node, id).unwrap();
+        map.entry(shard).owner.as_ref().map(|o| o.node.to_string())
+    };
+    let map = operator.snapshot().await.unwrap().map;
+    let ids: Vec<String> = (0..).map(|i| format!("hop-{i}")).take(10_000).collect();
+    let shard_of = |id: &str| verse_core::runtime::shard_of(&nodes[0].node, id).unwrap();
+    // a and c share a shard owned by node-1; b lives on node-2.
+    let a = ids.iter().find(|id| owner_of(&map, id).as_deref() == Some("node-1")).unwrap();
+    let shard = shard_of(a);
+    let c = ids.iter().find(|id| *id != a && shard_of(id) == shard).unwrap();
+    let b = ids.iter().find(|id| owner_of(&map, id).as_deref() == Some("node-2")).unwrap();
+
+    // a's turn starts (through node-3) and holds until the shard is being handed off.
+    let client = nodes[2].node.client().with_timeout(Duration::from_secs(30));
+    let request = HelloRequest { name: format!("wait;{b},{c}") };
+    let chain = {
+        let hop = client.get::<Hop>(a.clone());
+        tokio::spawn(async move { hop.hop(request).await })
+    };
+    let started = Instant::now();
+    while !nodes[0].node.is_active(a) {
+        assert!(started.elapsed() < Duration::from_secs(10), "{a} never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Moving the shard away makes node-1 hand it off; a's turn keeps it from finishing.
+    operator.pin(shard, "node-2".into()).await.unwrap();
+    while !matches!(nodes[0].node.shard_status(shard), Some(verse_core::ShardStatus::HandingOff(_)))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node-1 never started handing off {shard}: {:?}",
+            nodes[0].node.shard_status(shard)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // a → b → c: c's shard is leaving node-1, but the chain runs a turn of it there, so c is
+    // admitted on node-1 (refusing it would hold the handoff until handoff_timeout, which
+    // poisons a's turn: OutcomeUnknown).
+    HOP_RELEASE.store(true, Ordering::SeqCst);
+    let reply = chain.await.unwrap().unwrap();
+    assert_eq!(reply.message, format!("{a}@node-1 {b}@node-2 {c}@node-1"));
+    // The handoff then completes: node-2 owns the shard.
+    wait_owned(&operator, shard, &TargetRecord::pinned("node-2"), Duration::from_secs(20)).await;
 
     for test_node in nodes {
         test_node.stop().await;

@@ -277,7 +277,12 @@ impl Driver {
                     }
                     Decision::StartHandoff { shard, epoch } => {
                         tracing::debug!(node = %self.me.node, shard = shard.0, %epoch, "handing off");
-                        self.shared.ownership.stop_serving(shard);
+                        // Leaving, not stopped: new calls are refused at once, but calls whose
+                        // awaited chain runs a turn of this shard are still admitted (the
+                        // handoff exception; `stop_serving` here would refuse them too, and a
+                        // nested call back into the shard would hold the handoff until
+                        // `handoff_timeout` poisons the turn that waits for it).
+                        self.shared.ownership.begin_leaving(shard);
                         self.routes.bump();
                         let shared = self.shared.clone();
                         let timeout = self.options.handoff_timeout;

@@ -108,7 +108,7 @@ impl Router {
     ) -> Result<Step, CallError> {
         let Some(view) = self.view() else { return Ok(Step::Wait) };
         match place(id, view.map().shard_count()).map_err(CallError::from)? {
-            Placement::Shard(shard) => match self.routes.route(shard, fresh, avoid) {
+            Placement::Shard(shard) => match self.routes.route(shard, fresh, avoid, false) {
                 Route::Remote { node, address } => Ok(Step::Send { node, address }),
                 // A non-hosting member is never a target: nobody serves the shard yet.
                 Route::Hold | Route::Unknown => Ok(Step::Wait),

@@ -69,11 +69,13 @@ impl Routes {
 
     /// The route for `shard`: from `fresh` (a linearizable re-read) when given, else from the
     /// view. `avoid` is a node that just refused the call: its shard's target is preferred.
+    /// `chained`: the call's awaited chain runs a turn of this shard (see [`route_for`]).
     pub(crate) fn route(
         &self,
         shard: ShardId,
         fresh: Option<&ShardEntry>,
         avoid: Option<&MemberId>,
+        chained: bool,
     ) -> Route {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
         let Some(view) = view else { return Route::Unknown };
@@ -81,7 +83,7 @@ impl Routes {
             return Route::Unknown;
         }
         let entry = fresh.unwrap_or_else(|| view.map().entry(shard));
-        route_for(entry, view.members(), &self.me, avoid)
+        route_for(entry, view.members(), &self.me, avoid, chained)
     }
 
     /// The current view, once one was published.
@@ -142,11 +144,16 @@ pub(crate) async fn backoff(clock: &dyn Clock, attempt: u32, deadline: MonoTime)
 ///
 /// Order matters: a target holds its own calls even while the previous owner lives (it will
 /// claim once that owner releases); otherwise the live owner serves; otherwise the target will.
+/// One exception: a `chained` call (its awaited chain runs a turn of this shard) goes to the
+/// live owner even from the target. That turn runs on the owner, which admits such calls
+/// while handing the shard off (the handoff exception), and the handoff waits for the turn:
+/// held at the target, the call would wait for a release that waits for it.
 pub(crate) fn route_for(
     entry: &ShardEntry,
     members: &BTreeMap<MemberId, MemberRecord>,
     me: &MemberId,
     avoid: Option<&MemberId>,
+    chained: bool,
 ) -> Route {
     let live = |node: &MemberId| members.get(node);
     let remote = |node: &MemberId| match live(node).and_then(|r| r.addresses.first()) {
@@ -154,14 +161,21 @@ pub(crate) fn route_for(
         None => Route::Unknown,
     };
     let target = entry.target_node();
-    if target == Some(me) {
-        return Route::Hold;
-    }
-    let live_target = target.filter(|t| live(t).is_some());
     let owner = entry
         .owner
         .as_ref()
         .filter(|o| !o.released && live(&o.node).is_some_and(|r| r.incarnation == o.incarnation));
+    if chained
+        && let Some(owner) = owner
+        && &owner.node != me
+        && avoid != Some(&owner.node)
+    {
+        return remote(&owner.node);
+    }
+    if target == Some(me) {
+        return Route::Hold;
+    }
+    let live_target = target.filter(|t| live(t).is_some());
     if let Some(owner) = owner
         && &owner.node != me
     {
@@ -233,38 +247,53 @@ mod tests {
         let live = members(&[("a", 1), ("b", 2), ("c", 3)]);
         // Steady state: the live owner serves.
         assert_eq!(
-            route_for(&entry(Some("b"), Some(("b", 2, false))), &live, &me, None),
+            route_for(&entry(Some("b"), Some(("b", 2, false))), &live, &me, None, false),
             remote("b")
         );
         // Moving to me: hold, even while the owner lives.
         assert_eq!(
-            route_for(&entry(Some("a"), Some(("b", 2, false))), &live, &me, None),
+            route_for(&entry(Some("a"), Some(("b", 2, false))), &live, &me, None, false),
             Route::Hold
         );
         // Moving from b to c: b until it releases, c once it did or after b refused.
         let moving = entry(Some("c"), Some(("b", 2, false)));
-        assert_eq!(route_for(&moving, &live, &me, None), remote("b"));
-        assert_eq!(route_for(&moving, &live, &me, Some(&"b".into())), remote("c"));
+        assert_eq!(route_for(&moving, &live, &me, None, false), remote("b"));
+        assert_eq!(route_for(&moving, &live, &me, Some(&"b".into()), false), remote("c"));
         assert_eq!(
-            route_for(&entry(Some("c"), Some(("b", 2, true))), &live, &me, None),
+            route_for(&entry(Some("c"), Some(("b", 2, true))), &live, &me, None, false),
             remote("c")
         );
         // A dead owner (older incarnation) does not count.
         assert_eq!(
-            route_for(&entry(Some("c"), Some(("b", 1, false))), &live, &me, None),
+            route_for(&entry(Some("c"), Some(("b", 1, false))), &live, &me, None, false),
             remote("c")
         );
         // Handing off from me: the target.
         assert_eq!(
-            route_for(&entry(Some("b"), Some(("a", 1, false))), &live, &me, None),
+            route_for(&entry(Some("b"), Some(("a", 1, false))), &live, &me, None, false),
             remote("b")
         );
         // Owned by me with no live target: hold; nothing at all: unknown.
         assert_eq!(
-            route_for(&entry(Some("x"), Some(("a", 1, false))), &live, &me, None),
+            route_for(&entry(Some("x"), Some(("a", 1, false))), &live, &me, None, false),
             Route::Hold
         );
-        assert_eq!(route_for(&entry(None, None), &live, &me, None), Route::Unknown);
+        assert_eq!(route_for(&entry(None, None), &live, &me, None, false), Route::Unknown);
+    }
+
+    #[test]
+    fn a_call_whose_chain_runs_a_turn_of_the_shard_goes_to_its_live_owner() {
+        let me = MemberId::from("a");
+        let live = members(&[("a", 1), ("b", 2)]);
+        // Moving from b to me: a chained call goes to b (which admits it while handing off),
+        // an unchained one is held here.
+        let moving = entry(Some("a"), Some(("b", 2, false)));
+        assert_eq!(route_for(&moving, &live, &me, None, true), remote("b"));
+        assert_eq!(route_for(&moving, &live, &me, None, false), Route::Hold);
+        // Once b refused it (the turn ended) or released, the usual route.
+        assert_eq!(route_for(&moving, &live, &me, Some(&"b".into()), true), Route::Hold);
+        let released = entry(Some("a"), Some(("b", 2, true)));
+        assert_eq!(route_for(&released, &live, &me, None, true), Route::Hold);
     }
 
     #[test]
@@ -277,13 +306,16 @@ mod tests {
             entry
         };
         // Pinned to a live node: routed like any target.
-        assert_eq!(route_for(&pinned("b", None), &live, &me, None), remote("b"));
+        assert_eq!(route_for(&pinned("b", None), &live, &me, None, false), remote("b"));
         // Pinned to an absent node while the old owner still serves (handing off): the owner.
-        assert_eq!(route_for(&pinned("x", Some(("b", 2, false))), &live, &me, None), remote("b"));
+        assert_eq!(
+            route_for(&pinned("x", Some(("b", 2, false))), &live, &me, None, false),
+            remote("b")
+        );
         // Nobody serves it: fail fast, naming the node.
         let absent = Route::PinnedToAbsent("x".into());
-        assert_eq!(route_for(&pinned("x", None), &live, &me, None), absent);
-        assert_eq!(route_for(&pinned("x", Some(("b", 2, true))), &live, &me, None), absent);
-        assert_eq!(route_for(&pinned("x", Some(("x", 9, false))), &live, &me, None), absent);
+        assert_eq!(route_for(&pinned("x", None), &live, &me, None, false), absent);
+        assert_eq!(route_for(&pinned("x", Some(("b", 2, true))), &live, &me, None, false), absent);
+        assert_eq!(route_for(&pinned("x", Some(("x", 9, false))), &live, &me, None, false), absent);
     }
 }

@@ -13,7 +13,7 @@ mod validate;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -29,6 +29,16 @@ use crate::context::{CallChain, CallerIdentity};
 use crate::error::CallError;
 use crate::object::{Payload, PersistencePolicy};
 use crate::runtime::ownership::Location;
+
+/// Why a running turn is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Poison {
+    /// It ran longer than `max_turn_duration`.
+    TurnLimit = 1,
+    /// Its shard's handoff timed out, or the node lost the shard or its lease.
+    Dropped = 2,
+}
 
 /// The answer to one call.
 pub(crate) enum Reply {
@@ -281,7 +291,8 @@ pub(crate) struct ActivationShared {
     pub(crate) location: Location,
     pub(crate) table_shard: u32,
     mailbox: Mutex<Mailbox>,
-    poisoned: AtomicBool,
+    /// Why the running turn is poisoned ([`Poison`] as a byte; 0: it is not).
+    poisoned: AtomicU8,
     gone: AtomicBool,
     /// A deactivation save failed (a handoff must not release the shard).
     save_failed: AtomicBool,
@@ -316,7 +327,7 @@ impl ActivationShared {
                 waker: None,
                 parked: false,
             }),
-            poisoned: AtomicBool::new(false),
+            poisoned: AtomicU8::new(0),
             gone: AtomicBool::new(false),
             save_failed: AtomicBool::new(false),
             owned: Mutex::new(None),
@@ -395,7 +406,7 @@ impl ActivationShared {
     /// Poisons the running turn now (handoff timeout, lease loss): it is dropped at its next
     /// poll and nothing is saved.
     pub(crate) fn poison_now(&self) {
-        self.poisoned.store(true, Ordering::Release);
+        self.poisoned.store(Poison::Dropped as u8, Ordering::Release);
         let mailbox = self.lock();
         if let Some(waker) = &mailbox.waker {
             waker.wake_by_ref();
@@ -451,7 +462,7 @@ impl ActivationShared {
                 }
                 let limit = running.started + options.max_turn_duration;
                 if now >= limit {
-                    self.poisoned.store(true, Ordering::Release);
+                    self.poisoned.store(Poison::TurnLimit as u8, Ordering::Release);
                     // The task is inside the turn (not parked): wake it so the turn is
                     // polled, sees the poison and is dropped.
                     if let Some(waker) = &mailbox.waker {
@@ -520,7 +531,7 @@ impl ActivationShared {
             mailbox.wheel_at = at;
         }
         drop(mailbox);
-        self.poisoned.store(false, Ordering::Release);
+        self.poisoned.store(0, Ordering::Release);
         if schedule {
             node.wheel.schedule(at, WheelEntry::Activation(Arc::downgrade(self)));
         }
@@ -647,7 +658,16 @@ impl ActivationShared {
 
     /// Whether the running turn has been poisoned.
     pub(crate) fn is_poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::Acquire)
+        self.poisoned.load(Ordering::Acquire) != 0
+    }
+
+    /// Why the running turn was poisoned, if it was.
+    pub(crate) fn poison(&self) -> Option<Poison> {
+        match self.poisoned.load(Ordering::Acquire) {
+            0 => None,
+            x if x == Poison::TurnLimit as u8 => Some(Poison::TurnLimit),
+            _ => Some(Poison::Dropped),
+        }
     }
 
     /// Whether the mailbox is empty.

@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::NodeShared;
 use super::activation::{
-    ActivationShared, CallEnvelope, DeactivateReason, Next, Poisonable, Reply,
+    ActivationShared, CallEnvelope, DeactivateReason, Next, Poison, Poisonable, Reply,
 };
 use crate::clock::MonoTime;
 use crate::context::CallContext;
@@ -469,15 +469,21 @@ fn observe_turn(
     }
 }
 
-/// The turn overran `max_turn_duration` and was dropped mid-way: its caller learns the outcome
-/// is unknown; unsaved state is discarded by the caller of this function.
+/// The turn was dropped mid-way (it overran `max_turn_duration`, or its shard's handoff timed
+/// out or the shard was lost): its caller learns the outcome is unknown, with the cause;
+/// unsaved state is discarded by the caller of this function.
 fn poisoned(node: &NodeShared, activation: &ActivationShared) {
     let entry = &activation.entry;
     entry.metrics.poisoned.increment(1);
-    tracing::warn!(object = %activation.id, limit = ?entry.options.max_turn_duration, "turn overran its limit; activation poisoned");
+    let limit = entry.options.max_turn_duration;
+    let reason = match activation.poison() {
+        Some(Poison::TurnLimit) | None => format!("turn exceeded max_turn_duration {limit:?}"),
+        Some(Poison::Dropped) => {
+            "turn dropped: its shard's handoff timed out or the shard was lost".to_owned()
+        }
+    };
+    tracing::warn!(object = %activation.id, %reason, "activation poisoned");
     if let Some(reply) = activation.finish_running(node.clock.now_coarse()) {
-        let reason =
-            format!("turn exceeded max_turn_duration {:?}", entry.options.max_turn_duration);
         let error = CallError::OutcomeUnknown { id: activation.id.to_string(), reason };
         let _ = reply.send(Reply::Done(Err(error)));
     }

@@ -34,6 +34,7 @@ use self::wheel::Wheel;
 use crate::clock::{MonoTime, SharedClock, SystemClock};
 use crate::cluster::routes::Routes;
 use crate::context::{CallChain, CallerIdentity, check_chain};
+use crate::epoch::Epoch;
 use crate::error::CallError;
 use crate::executor::{SharedExecutor, TokioBlockingExecutor};
 use crate::object::{EncodedMessage, MethodInfo, Object, Payload, TypeDescription, TypeOptions};
@@ -171,6 +172,19 @@ pub(crate) enum MethodTarget {
     Index(usize, &'static str),
     /// Wire name.
     Name(Arc<str>),
+}
+
+/// Whether a node serves a shard ([`Node::shard_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardStatus {
+    /// Served at this epoch: calls are admitted.
+    Serving(Epoch),
+    /// Being handed off at this epoch: new calls are refused (`NotServed`), except calls
+    /// whose awaited chain runs a turn of the shard; running turns finish and activations
+    /// save before the release.
+    HandingOff(Epoch),
+    /// Not served here.
+    NotServing,
 }
 
 /// The activation a reference called last, kept while it lives so repeated calls skip the
@@ -941,6 +955,23 @@ impl Node {
             );
         }
         listed
+    }
+
+    /// Whether this node serves `shard` now, hands it off, or neither (for operators and
+    /// tests; the answer may change right after it is read). `None` for a shard outside the
+    /// node's shard count.
+    pub fn shard_status(&self, shard: ShardId) -> Option<ShardStatus> {
+        let ownership = &self.shared.ownership;
+        if shard.0 >= ownership.shard_count() {
+            return None;
+        }
+        let counters = ownership.counters(shard.0);
+        let epoch = |counter| Epoch::new(ownership.generation(), counter);
+        Some(match (counters.served, counters.leaving) {
+            (0, 0) => ShardStatus::NotServing,
+            (0, leaving) => ShardStatus::HandingOff(epoch(leaving)),
+            (served, _) => ShardStatus::Serving(epoch(served)),
+        })
     }
 
     /// Whether `id` has an activation slot here.

@@ -80,6 +80,7 @@ impl NodeShared {
 
     /// One routing decision for `shard`; `Err` when the call must bounce to its caller
     /// (an incoming call this node will not serve).
+    #[allow(clippy::too_many_arguments)]
     fn next_step(
         &self,
         routes: &Routes,
@@ -87,6 +88,7 @@ impl NodeShared {
         fresh: Option<&ShardEntry>,
         avoid: Option<&MemberId>,
         forward: bool,
+        chain: Option<&CallChain>,
     ) -> Result<Step, CallError> {
         let shard = match &location.fence {
             FenceKey::Shard(shard) => *shard,
@@ -107,7 +109,8 @@ impl NodeShared {
                 };
             }
         };
-        match routes.route(shard, fresh, avoid) {
+        let chained = chain.is_some_and(|chain| chain.includes_shard(shard.0));
+        match routes.route(shard, fresh, avoid, chained) {
             Route::Hold => Ok(Step::Hold),
             Route::Remote { node, address } if forward => Ok(Step::Send { node, address }),
             Route::Unknown if forward => Ok(Step::Retry),
@@ -187,6 +190,7 @@ impl NodeShared {
                 fresh.take().as_ref(),
                 refused_by.as_ref(),
                 call.forward,
+                call.chain.map(|chain| &**chain),
             );
             let (node, address) = match step {
                 Err(error) => return Elsewhere::Done(Err(error)),
@@ -265,6 +269,7 @@ impl NodeShared {
                 fresh.take().as_ref(),
                 refused_by.as_ref(),
                 forward,
+                None,
             );
             let (node, address) = match step {
                 Err(error) => return Some(Err(error)),
