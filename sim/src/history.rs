@@ -133,6 +133,7 @@ struct Inner {
     events: Vec<(Duration, Event)>,
     fenced: Vec<SaveRecord>,
     committed: Vec<SaveRecord>,
+    failed: Vec<SaveRecord>,
     trace: String,
     hash: u64,
     trace_lines: usize,
@@ -251,6 +252,20 @@ impl History {
         let now = sim_now();
         let mut inner = self.lock();
         inner.committed.push(SaveRecord { object: object.to_owned(), epoch, at: now });
+    }
+
+    /// The store failed a save of `object` at `epoch` for another reason than the fence (an
+    /// injected outage): nothing was written.
+    pub fn failed_save(&self, object: &str, epoch: Epoch) {
+        let now = sim_now();
+        let mut inner = self.lock();
+        inner.line(now, "store", format_args!("save of {object} at epoch {epoch} failed"));
+        inner.failed.push(SaveRecord { object: object.to_owned(), epoch, at: now });
+    }
+
+    /// Every save that failed (not at the fence) so far.
+    pub fn failed_saves(&self) -> Vec<SaveRecord> {
+        self.lock().failed.clone()
     }
 
     /// Every save the store committed so far.

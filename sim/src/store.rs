@@ -141,8 +141,13 @@ impl StateStore for FaultyStore {
     }
 
     async fn save(&self, req: SaveRequest) -> Result<(), StoreError> {
-        self.before().await?;
         let (object, epoch) = (req.object_id.clone(), req.epoch);
+        if let Err(error) = self.before().await {
+            if let Some(history) = &self.history {
+                history.failed_save(&object, epoch);
+            }
+            return Err(error);
+        }
         let result = self.inner.save(req).await;
         match (&self.history, &result) {
             (Some(history), Ok(())) => history.committed_save(&object, epoch),

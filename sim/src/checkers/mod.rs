@@ -34,6 +34,7 @@ pub fn check(history: &History, scenario: &Scenario, run_error: Option<String>) 
     let calls = history.calls();
     let events_seen = history.events();
     let (fenced, committed) = (history.fenced_saves(), history.committed_saves());
+    let failed = history.failed_saves();
     let stalls: Vec<(String, std::time::Duration)> = events_seen
         .iter()
         .filter_map(|(at, event)| match event {
@@ -41,8 +42,12 @@ pub fn check(history: &History, scenario: &Scenario, run_error: Option<String>) 
             _ => None,
         })
         .collect();
-    let saves =
-        single_activation::Saves { fenced: &fenced, committed: &committed, stalls: &stalls };
+    let saves = single_activation::Saves {
+        fenced: &fenced,
+        committed: &committed,
+        failed: &failed,
+        stalls: &stalls,
+    };
     violations.extend(single_activation::check(&turns, saves));
     violations.extend(acknowledged::check(&calls));
     violations.extend(liveness::check(&calls, &events_seen, scenario));

@@ -10,8 +10,10 @@
 //! while its successor's turns run, and state writes stay fenced (invariant 5). A turn is left
 //! out of the overlap check (not of the epoch order: a turn starts only while its node holds
 //! the newest epoch, invariant 2) when a seeded stall of its host began while it ran and it
-//! had no effect: the store refused its save at the fence, or its host crashed before it
-//! finished (it answered nobody) and no save of it committed. The planted `SkipEpochFence` bug
+//! had no effect: the store refused its save at the fence, or its save failed otherwise (an
+//! injected outage: a write-through turn then answers an error and its state is discarded)
+//! and none committed, or its host crashed before it finished (it answered nobody) and no
+//! save of it committed. The planted `SkipEpochFence` bug
 //! turns the first case into a violation (the stale save commits, so the turn counts); the
 //! planted `SkipLeaseCheck` bug runs unstalled turns after the lease ran out, which count.
 
@@ -37,6 +39,8 @@ pub struct Saves<'a> {
     pub fenced: &'a [SaveRecord],
     /// Saves the store committed.
     pub committed: &'a [SaveRecord],
+    /// Saves that failed for another reason than the fence (nothing written).
+    pub failed: &'a [SaveRecord],
     /// Seeded stalls: (host, global time it began).
     pub stalls: &'a [(String, Duration)],
 }
@@ -47,9 +51,11 @@ pub fn check(turns: &[TurnInterval], saves: Saves<'_>) -> Vec<String> {
         let stalled = saves.stalls.iter().any(|(host, at)| {
             *host == turn.node && *at >= turn.start && turn.end.is_none_or(|end| *at <= end)
         });
+        let committed = saved_during(turn, saves.committed);
         stalled
             && (saved_during(turn, saves.fenced)
-                || (turn.crashed && !saved_during(turn, saves.committed)))
+                || (saved_during(turn, saves.failed) && !committed)
+                || (turn.crashed && !committed))
     };
     let mut by_object: BTreeMap<&str, Vec<&TurnInterval>> = BTreeMap::new();
     for turn in turns {
@@ -115,7 +121,7 @@ mod tests {
 
     use super::*;
 
-    const NONE: Saves<'static> = Saves { fenced: &[], committed: &[], stalls: &[] };
+    const NONE: Saves<'static> = Saves { fenced: &[], committed: &[], failed: &[], stalls: &[] };
 
     /// node "a" stalled at 10 ms.
     fn stalls() -> Vec<(String, Duration)> {
@@ -123,7 +129,7 @@ mod tests {
     }
 
     fn saves<'a>(fenced: &'a [SaveRecord], stalls: &'a [(String, Duration)]) -> Saves<'a> {
-        Saves { fenced, committed: &[], stalls }
+        Saves { fenced, committed: &[], failed: &[], stalls }
     }
 
     fn turn(node: &str, epoch: u64, start: u64, end: u64) -> TurnInterval {
@@ -208,8 +214,30 @@ mod tests {
             epoch: Epoch::new(1, 1),
             at: Duration::from_millis(90),
         }];
-        let found = check(&turns, Saves { fenced: &[], committed: &committed, stalls: &stalled });
+        let found = check(
+            &turns,
+            Saves { fenced: &[], committed: &committed, failed: &[], stalls: &stalled },
+        );
         assert_eq!(found.len(), 1, "{found:?}");
+    }
+
+    #[test]
+    fn a_stale_turn_whose_save_failed_in_an_outage_is_left_out() {
+        let turns = [turn("a", 1, 0, 100), turn("b", 2, 50, 60)];
+        let stalled = stalls();
+        let failed = [SaveRecord {
+            object: "c".into(),
+            epoch: Epoch::new(1, 1),
+            at: Duration::from_millis(100),
+        }];
+        let with = |committed: &[SaveRecord], stalls: &[(String, Duration)]| {
+            check(&turns, Saves { fenced: &[], committed, failed: &failed, stalls }).len()
+        };
+        assert_eq!(with(&[], &stalled), 0);
+        assert_eq!(with(&[], &[]), 1, "not without a stall");
+        // Nor when another save of it committed (it had an effect).
+        let committed = [SaveRecord { at: Duration::from_millis(40), ..failed[0].clone() }];
+        assert_eq!(with(&committed, &stalled), 1);
     }
 
     #[test]
