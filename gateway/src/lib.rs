@@ -153,6 +153,8 @@ pub(crate) struct GatewayShared {
     pub(crate) clock: SharedClock,
     pub(crate) rng: RandomSource,
     pub(crate) stopping: CancellationToken,
+    /// `verse_gateway_anonymous_calls_total`, resolved once (counted on every anonymous call).
+    pub(crate) anonymous_calls: metrics::Counter,
     seen: Arc<ViewSeen>,
 }
 
@@ -301,6 +303,7 @@ impl GatewayBuilder {
             clock: self.clock,
             rng,
             stopping: CancellationToken::new(),
+            anonymous_calls: metrics::counter!("verse_gateway_anonymous_calls_total"),
             seen,
         });
         Ok(Gateway { shared, coordinator: self.coordinator, cancel, tasks })
