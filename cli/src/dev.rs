@@ -31,7 +31,7 @@ use verse_gateway::{GatewayBuilder, GatewayConfig};
 use verse_store_redb::{RedbOptions, RedbStore};
 use verse_transport::{NodeClient, NodeServer, PushHub, TcpIncoming};
 
-use crate::ops;
+use crate::gateway::GatewayServers;
 
 /// The default gRPC (gate protocol) address of `verse dev`.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7000";
@@ -148,24 +148,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .context("starting the gateway")?,
     );
-    let gateway_stop = CancellationToken::new();
-    let gateway_served = tokio::spawn({
-        let gateway = gateway.clone();
-        let stop = gateway_stop.clone();
-        async move { gateway.serve(grpc, stop.cancelled_owned()).await }
-    });
-    let ready: ops::ReadyCheck = {
-        let gateway = gateway.clone();
-        Arc::new(move || gateway.readiness())
-    };
-    let http_stop = CancellationToken::new();
-    let http_served = tokio::spawn(ops::serve_with(
-        http,
-        metrics.clone(),
-        ready,
-        gateway.http_router(),
-        http_stop.clone(),
-    ));
+    let mut servers = GatewayServers::start(gateway.clone(), grpc, http, metrics.clone());
 
     // Ready once the node serves every shard and the gateway is ready.
     let started = Instant::now();
@@ -186,17 +169,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     tracing::info!("stopping");
-    gateway.stop_accepting();
-    gateway_stop.cancel();
-    crate::join_server(gateway_served, "gateway server").await;
-    gateway.shutdown().await;
+    servers.stop_gateway().await;
     cluster.shutdown().await;
     node_stop.cancel();
     crate::join_server(node_served, "node-protocol server").await;
     node.shutdown().await;
     voter.shutdown().await;
-    http_stop.cancel();
-    crate::join_server(http_served, "HTTP server").await;
+    servers.stop_http().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use verse_coord_etcd::{EtcdCoordinator, EtcdOptions};
 use verse_coord_raft::{ClientOptions, RaftAccess, RaftCoordinator, RemoteAccess};
 use verse_core::coordinator::Coordinator;
 use verse_core::{SharedClock, SystemClock};
-use verse_gateway::{Bind, GatewayBuilder, GatewayConfig};
+use verse_gateway::{Bind, Gateway, GatewayBuilder, GatewayConfig, GatewayError};
 use verse_transport::TcpIncoming;
 
 use crate::config::DEFAULT_LEASE_TTL_SECS;
@@ -399,24 +401,7 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
             .await
             .context("registering the gateway")?,
     );
-    let stop = CancellationToken::new();
-    let served = tokio::spawn({
-        let gateway = gateway.clone();
-        let stop = stop.clone();
-        async move { gateway.serve(grpc, stop.cancelled_owned()).await }
-    });
-    let ready: ops::ReadyCheck = {
-        let gateway = gateway.clone();
-        Arc::new(move || gateway.readiness())
-    };
-    let http_stop = CancellationToken::new();
-    let http_served = tokio::spawn(ops::serve_with(
-        http,
-        metrics,
-        ready,
-        gateway.http_router(),
-        http_stop.clone(),
-    ));
+    let mut servers = GatewayServers::start(gateway, grpc, http, metrics);
     tracing::info!(
         gateway_id = %settings.gateway_id,
         grpc_address = %grpc_address,
@@ -424,14 +409,69 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         "gateway serving (see /readyz)"
     );
     crate::dev::wait_for_signal().await?;
-    gateway.stop_accepting();
-    stop.cancel();
-    crate::join_server(served, "gateway server").await;
-    gateway.shutdown().await;
-    http_stop.cancel();
-    crate::join_server(http_served, "HTTP server").await;
+    servers.stop_gateway().await;
+    servers.stop_http().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A started gateway served on its gRPC port and, with the ops endpoints, its HTTP port
+/// (`verse gateway` and `verse dev`).
+pub(crate) struct GatewayServers {
+    gateway: Arc<Gateway>,
+    grpc_stop: CancellationToken,
+    grpc_served: Option<JoinHandle<Result<(), GatewayError>>>,
+    http_stop: CancellationToken,
+    http_served: JoinHandle<std::io::Result<()>>,
+}
+
+impl GatewayServers {
+    /// Serves `gateway` on `grpc` and `http` (its routes, `/healthz`, `/readyz` with the
+    /// gateway's readiness, `/metrics` from `metrics`).
+    pub(crate) fn start(
+        gateway: Arc<Gateway>,
+        grpc: TcpIncoming,
+        http: TcpListener,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        let grpc_stop = CancellationToken::new();
+        let grpc_served = tokio::spawn({
+            let (gateway, stop) = (gateway.clone(), grpc_stop.clone());
+            async move { gateway.serve(grpc, stop.cancelled_owned()).await }
+        });
+        let ready: ops::ReadyCheck = {
+            let gateway = gateway.clone();
+            Arc::new(move || gateway.readiness())
+        };
+        let http_stop = CancellationToken::new();
+        let router = gateway.http_router();
+        let http_served =
+            tokio::spawn(ops::serve_with(http, metrics, ready, router, http_stop.clone()));
+        GatewayServers {
+            gateway,
+            grpc_stop,
+            grpc_served: Some(grpc_served),
+            http_stop,
+            http_served,
+        }
+    }
+
+    /// Stops the gateway: refuses new calls, answers those in flight, ends its gRPC server
+    /// and deregisters. The HTTP port keeps answering (`/readyz` says stopping).
+    pub(crate) async fn stop_gateway(&mut self) {
+        self.gateway.stop_accepting();
+        self.grpc_stop.cancel();
+        if let Some(served) = self.grpc_served.take() {
+            crate::join_server(served, "gateway server").await;
+        }
+        self.gateway.shutdown().await;
+    }
+
+    /// Stops the HTTP port (after [`GatewayServers::stop_gateway`]).
+    pub(crate) async fn stop_http(self) {
+        self.http_stop.cancel();
+        crate::join_server(self.http_served, "HTTP server").await;
+    }
 }
 
 #[cfg(test)]
