@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod echo;
 pub mod gateway_cluster;
 
 /// A 64-byte payload message, used in both directions by every benchmark.

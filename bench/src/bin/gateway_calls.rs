@@ -20,41 +20,20 @@ use prost::{Message, Name};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use verse::clock::{SharedClock, SystemClock};
-use verse::prelude::*;
 use verse_bench::gateway_cluster::{GatewayCluster, listen};
 use verse_bench::{Blob, Row, drive, install_metrics, report};
 use verse_gateway::proto::CallObjectRequest;
 use verse_gateway::proto::gate_service_client::GateServiceClient;
 
-#[allow(missing_docs, clippy::all)]
-mod proto {
-    tonic::include_proto!("bench.echo.v1");
-}
+use verse_bench::echo::proto;
 
 use proto::EchoBlob;
 use proto::bare_echo_client::BareEchoClient;
 use proto::bare_echo_server::{BareEcho, BareEchoServer};
 
-/// The benchmark object: echoes a 64-byte blob.
-#[derive(Default)]
-struct Echo;
+use verse_bench::echo::Echo;
 
-#[verse::object]
-impl Echo {
-    async fn echo(&mut self, _ctx: &CallContext, req: Blob) -> Result<Blob, MethodError> {
-        Ok(Blob { data: req.data })
-    }
-}
-
-/// The baseline echo server.
-struct Bare;
-
-#[tonic::async_trait]
-impl BareEcho for Bare {
-    async fn echo(&self, request: Request<EchoBlob>) -> Result<Response<EchoBlob>, Status> {
-        Ok(Response::new(request.into_inner()))
-    }
-}
+use verse_bench::echo::Bare;
 
 /// The baseline pass-through: forwards each request to the echo server over one channel.
 struct PassThrough {

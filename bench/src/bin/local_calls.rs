@@ -12,16 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use verse::prelude::*;
 use verse_bench::{Blob, Row, drive, install_metrics, report};
 
-/// The benchmark object: echoes a 64-byte blob.
-#[derive(Default)]
-struct Echo;
-
-#[verse::object]
-impl Echo {
-    async fn echo(&mut self, _ctx: &CallContext, req: Blob) -> Result<Blob, MethodError> {
-        Ok(Blob { data: req.data })
-    }
-}
+use verse_bench::echo::{Echo, EchoRef};
 
 #[derive(Parser)]
 struct Args {

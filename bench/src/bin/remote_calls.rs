@@ -15,42 +15,21 @@ use std::time::Duration;
 
 use clap::Parser;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
 use verse::EncodedMessage;
 use verse::clock::{SharedClock, SystemClock};
 use verse::prelude::*;
 use verse_bench::{Blob, Row, drive, install_metrics, report};
 use verse_transport::{NodeClient, NodeServer, OutgoingCall, TcpIncoming};
 
-#[allow(missing_docs, clippy::all)]
-mod proto {
-    tonic::include_proto!("bench.echo.v1");
-}
+use verse_bench::echo::proto;
 
 use proto::EchoBlob;
 use proto::bare_echo_client::BareEchoClient;
-use proto::bare_echo_server::{BareEcho, BareEchoServer};
+use proto::bare_echo_server::BareEchoServer;
 
-/// The benchmark object: echoes a 64-byte blob.
-#[derive(Default)]
-struct Echo;
+use verse_bench::echo::Echo;
 
-#[verse::object]
-impl Echo {
-    async fn echo(&mut self, _ctx: &CallContext, req: Blob) -> Result<Blob, MethodError> {
-        Ok(Blob { data: req.data })
-    }
-}
-
-/// The baseline server: answers each request with its blob.
-struct Bare;
-
-#[tonic::async_trait]
-impl BareEcho for Bare {
-    async fn echo(&self, request: Request<EchoBlob>) -> Result<Response<EchoBlob>, Status> {
-        Ok(Response::new(request.into_inner()))
-    }
-}
+use verse_bench::echo::Bare;
 
 #[derive(Parser)]
 struct Args {
