@@ -152,25 +152,7 @@ async fn a_gateway_process_serves_a_node_process() {
         "ready to serve",
     );
     let raft = node.field("raft_address");
-    let mut gateway = Process::start(
-        "gateway",
-        &[
-            "gateway",
-            "--gateway-id",
-            "gw1",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "raft",
-            "--raft-endpoints",
-            &raft,
-            "--lease-ttl",
-            "3",
-        ],
-        "gateway serving",
-    );
+    let mut gateway = start_gateway(&raft);
     let grpc = gateway.field("grpc_address");
     let mut client = GateServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let mut pushes = client.register(Empty {}).await.unwrap().into_inner();
@@ -274,25 +256,7 @@ async fn a_split_deployment_serves_the_rust_client_through_the_gateway() {
         NodeProcess::start(&spec("node-2", &["--coordinator", "raft", "--raft-endpoints", &raft]));
     wait_ready(&first).await;
     wait_ready(&second).await;
-    let mut gateway = Process::start(
-        "gateway",
-        &[
-            "gateway",
-            "--gateway-id",
-            "gw1",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--coordinator",
-            "raft",
-            "--raft-endpoints",
-            &raft,
-            "--lease-ttl",
-            "3",
-        ],
-        "gateway serving",
-    );
+    let mut gateway = start_gateway(&raft);
     let client =
         GatewayClient::connect(ClientConfig::new([gateway.field("grpc_address")])).await.unwrap();
 
@@ -327,4 +291,28 @@ async fn a_split_deployment_serves_the_rust_client_through_the_gateway() {
     client.shutdown();
     assert!(gateway.terminate_and_wait(), "the gateway exits 0 on SIGTERM");
     drop(first);
+}
+
+/// Starts `verse gateway` `gw1` against the Raft group at `raft` on ports 0 (TTL 3 s) and
+/// waits for its ready line.
+fn start_gateway(raft: &str) -> Process {
+    Process::start(
+        "gateway",
+        &[
+            "gateway",
+            "--gateway-id",
+            "gw1",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--coordinator",
+            "raft",
+            "--raft-endpoints",
+            raft,
+            "--lease-ttl",
+            "3",
+        ],
+        "gateway serving",
+    )
 }
