@@ -490,6 +490,14 @@ struct World<'a> {
 
 /// A leader fault finding no leader (an election under way) tries again a little later, while
 /// it still fits before `heal_by`.
+/// A partition: cut `links` (named `label` on the trace) now and heal them after `d`.
+fn cut_for(label: String, links: Vec<(String, String)>, d: Duration) -> Vec<(Duration, Action)> {
+    vec![
+        (Duration::ZERO, Action::Cut(label.clone(), links.clone())),
+        (d, Action::Heal(label, links)),
+    ]
+}
+
 fn retry_later(fault: Fault, now: Duration, world: &World<'_>) -> Vec<(Duration, Action)> {
     let delay = Duration::from_millis(250);
     if now + delay + fault.duration() <= world.heal_by {
@@ -554,30 +562,21 @@ fn apply(
                     }
                     None => retry_later(fault, now, world),
                 },
-                Fault::NodeFromCoordinator(i, _) => {
-                    let cut = pairs(std::slice::from_ref(&nodes[i]), voters);
-                    let label = format!("{} from the coordinator", nodes[i]);
-                    vec![
-                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
-                        (d, Action::Heal(label, cut)),
-                    ]
-                }
-                Fault::NodeFromPeers(i, _) => {
-                    let cut = pairs(std::slice::from_ref(&nodes[i]), nodes);
-                    let label = format!("{} from its peers", nodes[i]);
-                    vec![
-                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
-                        (d, Action::Heal(label, cut)),
-                    ]
-                }
-                Fault::VoterMinority(i, _) => {
-                    let cut = pairs(std::slice::from_ref(&voters[i]), voters);
-                    let label = format!("{} from the other voters", voters[i]);
-                    vec![
-                        (Duration::ZERO, Action::Cut(label.clone(), cut.clone())),
-                        (d, Action::Heal(label, cut)),
-                    ]
-                }
+                Fault::NodeFromCoordinator(i, _) => cut_for(
+                    format!("{} from the coordinator", nodes[i]),
+                    pairs(std::slice::from_ref(&nodes[i]), voters),
+                    d,
+                ),
+                Fault::NodeFromPeers(i, _) => cut_for(
+                    format!("{} from its peers", nodes[i]),
+                    pairs(std::slice::from_ref(&nodes[i]), nodes),
+                    d,
+                ),
+                Fault::VoterMinority(i, _) => cut_for(
+                    format!("{} from the other voters", voters[i]),
+                    pairs(std::slice::from_ref(&voters[i]), voters),
+                    d,
+                ),
                 Fault::Loss(rate, _) => {
                     vec![(Duration::ZERO, Action::FailRate(rate)), (d, Action::FailRate(0.0))]
                 }
