@@ -43,8 +43,8 @@ pub mod runtime;
 pub use context::{CallChain, CallContext, CallerIdentity, MAX_CHAIN_DEPTH};
 pub use error::{CallError, MethodError};
 pub use object::{
-    ActivationPolicy, DynMessage, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy,
-    Tick, TypeDescription, TypeOptions,
+    ActivationPolicy, EncodedMessage, MethodInfo, Object, Payload, PersistencePolicy, Tick,
+    TypeDescription, TypeOptions, TypedMessage,
 };
 pub use reference::{ObjectRef, RawRef, RemoteBackend, RemoteFuture};
 pub use runtime::{

@@ -5,7 +5,6 @@
 //! used as `dyn`; the runtime holds activations through type-erased handles and monomorphises
 //! the activation loop per type.
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +15,10 @@ use bytes::Bytes;
 use crate::context::CallContext;
 use crate::error::CallError;
 use crate::reference::RawRef;
+
+mod typed;
+
+pub use typed::TypedMessage;
 
 /// The future of one turn: the response payload or an error.
 pub type TurnFuture<'a> = Pin<Box<dyn Future<Output = Result<Payload, CallError>> + Send + 'a>>;
@@ -108,29 +111,6 @@ pub trait Object: Send + Sized + 'static {
     }
 }
 
-/// A protobuf message whose concrete type is erased (a typed payload moved, never encoded, on
-/// local calls).
-pub trait DynMessage: Any + Send {
-    /// Encodes the message.
-    fn encode_bytes(&self) -> Bytes;
-    /// Its full protobuf name.
-    fn full_name(&self) -> String;
-    /// Converts to `Any` for downcasting.
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send>;
-}
-
-impl<M: prost::Message + prost::Name + Send + 'static> DynMessage for M {
-    fn encode_bytes(&self) -> Bytes {
-        Bytes::from(self.encode_to_vec())
-    }
-    fn full_name(&self) -> String {
-        M::full_name()
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any + Send> {
-        self
-    }
-}
-
 /// An encoded message with its type URL (the content of a `google.protobuf.Any`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EncodedMessage {
@@ -185,10 +165,10 @@ fn check_type_name<M: prost::Name>(got: &str) -> Result<(), CallError> {
 
 /// A request or response: typed (moved on local calls) or encoded (dynamic and remote calls).
 pub enum Payload {
-    /// A message moved as is.
-    Typed(Box<dyn DynMessage>),
-    /// An encoded message with its type URL (boxed, so a payload is two words: mailboxes stay
-    /// small).
+    /// A message moved as is (inline when small: see [`TypedMessage`]).
+    Typed(TypedMessage),
+    /// An encoded message with its type URL (boxed, so a payload stays four words: mailboxes
+    /// stay small).
     Encoded(Box<EncodedMessage>),
 }
 
@@ -204,7 +184,7 @@ impl fmt::Debug for Payload {
 impl Payload {
     /// Wraps a typed message.
     pub fn typed<M: prost::Message + prost::Name + Send + 'static>(message: M) -> Self {
-        Payload::Typed(Box::new(message))
+        Payload::Typed(TypedMessage::new(message))
     }
 
     /// Wraps an encoded message.
@@ -218,16 +198,11 @@ impl Payload {
         M: prost::Message + prost::Name + Default + Send + 'static,
     {
         match self {
-            Payload::Typed(boxed) => {
-                let any: &dyn Any = &*boxed;
-                if !any.is::<M>() {
-                    let message =
-                        format!("expected message {}, got {}", M::full_name(), boxed.full_name());
-                    return Err(CallError::InvalidArgument { message });
-                }
-                let any = boxed.into_any();
-                Ok(*any.downcast::<M>().expect("type checked just above"))
-            }
+            Payload::Typed(message) => message.take::<M>().map_err(|message| {
+                let message =
+                    format!("expected message {}, got {}", M::full_name(), message.full_name());
+                CallError::InvalidArgument { message }
+            }),
             Payload::Encoded(encoded) => encoded.unpack::<M>(),
         }
     }
@@ -237,7 +212,7 @@ impl Payload {
         match self {
             Payload::Typed(m) => EncodedMessage {
                 type_url: format!("{TYPE_URL_PREFIX}{}", m.full_name()),
-                value: m.encode_bytes(),
+                value: m.encode(),
             },
             Payload::Encoded(e) => *e,
         }

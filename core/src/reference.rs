@@ -12,6 +12,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::FutureExt;
+use futures::future::Either;
+
 use crate::clock::MonoTime;
 use crate::context::{CallChain, CallContext, CallerIdentity};
 use crate::error::CallError;
@@ -109,13 +112,16 @@ impl RawRef {
         }
     }
 
-    /// Sends one call: through the node, or encoded through the backend.
-    async fn dispatch(
+    /// Sends one call: through the node, or encoded through the backend. The calls below
+    /// return their futures from plain functions rather than being `async fn`s: an `async fn`
+    /// stores its arguments twice (captured and as locals), and these futures are created and
+    /// moved on every call (see `runtime::call`).
+    fn dispatch(
         &self,
         method: MethodTarget,
         payload: Payload,
         one_way: bool,
-    ) -> Result<Payload, CallError> {
+    ) -> impl Future<Output = Result<Payload, CallError>> + Send + '_ {
         match &self.via {
             Via::Node { caller, target, cache } => {
                 let request = CallRequest {
@@ -131,9 +137,9 @@ impl RawRef {
                     one_way,
                     forward: true,
                 };
-                caller.node.call(request).await
+                Either::Left(caller.node.call(request))
             }
-            Via::Remote { backend, object_type } => {
+            Via::Remote { backend, object_type } => Either::Right(async move {
                 let name = match &method {
                     MethodTarget::Name(name) => &**name,
                     MethodTarget::Index(_, name) => *name,
@@ -141,70 +147,83 @@ impl RawRef {
                 let response =
                     backend.call(object_type, &self.id, name, payload.into_encoded()).await?;
                 Ok(Payload::encoded(response))
-            }
+            }),
         }
     }
 
     /// Calls `method` (wire name) with a typed request and waits for the typed response.
     /// Local calls move the messages (no encoding).
-    pub async fn call<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, CallError>
+    pub fn call<Req, Resp>(
+        &self,
+        method: &str,
+        request: Req,
+    ) -> impl Future<Output = Result<Resp, CallError>> + Send + '_
     where
         Req: prost::Message + prost::Name + Send + 'static,
         Resp: prost::Message + prost::Name + Default + Send + 'static,
     {
         let method = MethodTarget::Name(Arc::from(method));
-        self.dispatch(method, Payload::typed(request), false).await?.into_message::<Resp>()
+        let call = self.dispatch(method, Payload::typed(request), false);
+        call.map(|result| result?.into_message::<Resp>())
     }
 
     /// Calls method number `index` of the type's method table (named `name`): the path of
     /// generated typed references, which skips the method-name lookup.
-    pub async fn call_indexed<Req, Resp>(
+    pub fn call_indexed<Req, Resp>(
         &self,
         index: usize,
         name: &'static str,
         request: Req,
-    ) -> Result<Resp, CallError>
+    ) -> impl Future<Output = Result<Resp, CallError>> + Send + '_
     where
         Req: prost::Message + prost::Name + Send + 'static,
         Resp: prost::Message + prost::Name + Default + Send + 'static,
     {
         let method = MethodTarget::Index(index, name);
-        self.dispatch(method, Payload::typed(request), false).await?.into_message::<Resp>()
+        let call = self.dispatch(method, Payload::typed(request), false);
+        call.map(|result| result?.into_message::<Resp>())
     }
 
     /// Sends method number `index` (named `name`) one way: no response, and the call starts a
     /// new chain. Returns once the call is queued (or fails to be).
-    pub async fn send_indexed<Req>(
+    pub fn send_indexed<Req>(
         &self,
         index: usize,
         name: &'static str,
         request: Req,
-    ) -> Result<(), CallError>
+    ) -> impl Future<Output = Result<(), CallError>> + Send + '_
     where
         Req: prost::Message + prost::Name + Send + 'static,
     {
         let method = MethodTarget::Index(index, name);
-        self.dispatch(method, Payload::typed(request), true).await.map(drop)
+        let call = self.dispatch(method, Payload::typed(request), true);
+        call.map(|result| result.map(drop))
     }
 
     /// Sends `method` (wire name) one way.
-    pub async fn send<Req>(&self, method: &str, request: Req) -> Result<(), CallError>
+    pub fn send<Req>(
+        &self,
+        method: &str,
+        request: Req,
+    ) -> impl Future<Output = Result<(), CallError>> + Send + '_
     where
         Req: prost::Message + prost::Name + Send + 'static,
     {
         let method = MethodTarget::Name(Arc::from(method));
-        self.dispatch(method, Payload::typed(request), true).await.map(drop)
+        let call = self.dispatch(method, Payload::typed(request), true);
+        call.map(|result| result.map(drop))
     }
 
     /// Calls `method` with an encoded request (the dynamic path); the response comes back
     /// encoded.
-    pub async fn call_encoded(
+    pub fn call_encoded(
         &self,
         method: &str,
         request: EncodedMessage,
-    ) -> Result<EncodedMessage, CallError> {
+    ) -> impl Future<Output = Result<EncodedMessage, CallError>> + Send + '_ {
         let method = MethodTarget::Name(Arc::from(method));
-        Ok(self.dispatch(method, Payload::encoded(request), false).await?.into_encoded())
+        let call = self.dispatch(method, Payload::encoded(request), false);
+        call.map(|result| Ok(result?.into_encoded()))
     }
 }
 

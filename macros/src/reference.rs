@@ -1,5 +1,7 @@
 //! Code generation of the typed reference (`CounterRef` for `Counter`): a documented wrapper of
-//! `RawRef` with one awaited and one one-way method per object method.
+//! `RawRef` with one awaited and one one-way method per object method. The methods return the
+//! reference's futures as they are (no `async fn` wrapper: it would store its arguments and the
+//! inner future again, and these futures are moved on every call).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{format_ident, quote};
@@ -85,19 +87,23 @@ fn ref_methods(paths: &Paths, index: usize, method: &Method) -> TokenStream {
     quote! {
         #call_doc
         #user_docs
-        pub async fn #ident(
+        pub fn #ident(
             &self,
             request: #request,
-        ) -> ::std::result::Result<#response, #call_error> {
-            self.raw.call_indexed::<#request, #response>(#index, #wire_name, request).await
+        ) -> impl ::std::future::Future<Output = ::std::result::Result<#response, #call_error>>
+               + ::std::marker::Send
+               + '_ {
+            self.raw.call_indexed::<#request, #response>(#index, #wire_name, request)
         }
 
         #send_doc
-        pub async fn #send_ident(
+        pub fn #send_ident(
             &self,
             request: #request,
-        ) -> ::std::result::Result<(), #call_error> {
-            self.raw.send_indexed::<#request>(#index, #wire_name, request).await
+        ) -> impl ::std::future::Future<Output = ::std::result::Result<(), #call_error>>
+               + ::std::marker::Send
+               + '_ {
+            self.raw.send_indexed::<#request>(#index, #wire_name, request)
         }
     }
 }

@@ -31,6 +31,9 @@ struct Args {
     /// Skip baselines (for profiling the subject alone; ratios become meaningless).
     #[arg(long)]
     skip_baseline: bool,
+    /// Skip subjects (for profiling the baseline alone; ratios become meaningless).
+    #[arg(long)]
+    skip_subject: bool,
 }
 
 type Request = (Blob, oneshot::Sender<Blob>);
@@ -107,7 +110,11 @@ fn main() -> anyhow::Result<()> {
                     } else {
                         baseline(n, targets, warmup, measure).await
                     };
-                    let s = subject(&node, n, targets, round, warmup, measure).await;
+                    let s = if args.skip_subject {
+                        1.0
+                    } else {
+                        subject(&node, n, targets, round, warmup, measure).await
+                    };
                     pairs.push((b, s));
                 }
                 let target = match (shape, n) {

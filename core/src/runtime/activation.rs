@@ -538,8 +538,14 @@ impl ActivationShared {
     }
 
     /// Takes the next piece of work (cancel safe: nothing is taken until it returns Ready).
-    pub(crate) fn next<'a>(self: &'a Arc<Self>, node: &'a NodeShared) -> NextWork<'a> {
-        NextWork { activation: self, node }
+    /// `parked`: the task was parked by [`finish_and_park`](Self::finish_and_park), so the
+    /// first poll returns `Pending` without looking (any push since has woken the task).
+    pub(crate) fn next<'a>(
+        self: &'a Arc<Self>,
+        node: &'a NodeShared,
+        parked: bool,
+    ) -> NextWork<'a> {
+        NextWork { activation: self, node, parked }
     }
 
     fn poll_next(self: &Arc<Self>, node: &NodeShared, cx: &mut Context<'_>) -> Poll<Next> {
@@ -647,13 +653,35 @@ impl ActivationShared {
     /// Completes the running call: takes its reply slot (empty if the wheel already answered
     /// the caller with a deadline error).
     pub(crate) fn finish_running(&self, now: MonoTime) -> Option<ReplyTx> {
-        let mut mailbox = self.lock();
+        Self::finish(&mut self.lock(), now)
+    }
+
+    fn finish(mailbox: &mut Mailbox, now: MonoTime) -> Option<ReplyTx> {
         let running = mailbox.running.take()?;
         if running.is_call {
             // Timer ticks are not activity: only calls keep an object from idling out.
             mailbox.last_activity = mailbox.last_activity.max(now);
         }
         running.reply
+    }
+
+    /// Completes the running turn like [`finish_running`](Self::finish_running) and, under the
+    /// same lock, parks the task when nothing waits for it (no queued work, no deactivation
+    /// request, no save due). Returns the reply slot and whether the task parked; a parked
+    /// task's next [`next`](Self::next) may return `Pending` at once, without taking the lock
+    /// again: a push wakes it through the waker its last `next` poll kept, which is this same
+    /// task's (the activation loop is one spawned task for its whole life).
+    pub(crate) fn finish_and_park(&self, now: MonoTime) -> (Option<ReplyTx>, bool) {
+        let mut mailbox = self.lock();
+        let reply = Self::finish(&mut mailbox, now);
+        let park = mailbox.queue.is_empty()
+            && mailbox.deactivate.is_none()
+            && !mailbox.save_due
+            && mailbox.waker.is_some();
+        if park {
+            mailbox.parked = true;
+        }
+        (reply, park)
     }
 
     /// Whether the running turn has been poisoned.
@@ -812,11 +840,15 @@ pub(crate) enum Next {
 pub(crate) struct NextWork<'a> {
     activation: &'a Arc<ActivationShared>,
     node: &'a NodeShared,
+    parked: bool,
 }
 
 impl Future for NextWork<'_> {
     type Output = Next;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Next> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Next> {
+        if std::mem::take(&mut self.parked) {
+            return Poll::Pending;
+        }
         self.activation.poll_next(self.node, cx)
     }
 }

@@ -41,18 +41,19 @@ struct Live<T> {
     last_method: usize,
 }
 
-/// One turn in this many has its latency recorded (counted per worker thread, so short-lived
-/// activations are sampled as fairly as long-lived ones).
-const LATENCY_SAMPLE_EVERY: u64 = 16;
-
-fn sample_this_turn() -> bool {
+/// Whether this turn's latency is recorded: the first turn a worker thread starts in each tick
+/// of the coarse clock (a few milliseconds). Under load that is a few hundred samples per
+/// second per thread, whatever the call rate; at low rates nearly every turn.
+fn sample_this_turn(now_coarse: MonoTime) -> bool {
     thread_local! {
-        static TURNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+        static LAST_SAMPLED: std::cell::Cell<MonoTime> = const { std::cell::Cell::new(MonoTime::ZERO) };
     }
-    TURNS.with(|turns| {
-        let n = turns.get().wrapping_add(1);
-        turns.set(n);
-        n % LATENCY_SAMPLE_EVERY == 0
+    LAST_SAMPLED.with(|last| {
+        let sample = last.get() != now_coarse;
+        if sample {
+            last.set(now_coarse);
+        }
+        sample
     })
 }
 
@@ -332,11 +333,13 @@ async fn serve<T: Object>(
 ) -> Ending {
     // One context per activation, refilled for each turn (no per-turn reference counting).
     let mut ctx = root_context(node, activation);
+    // Whether the last turn's finish parked the task (see `ActivationShared::finish_and_park`).
+    let mut parked = false;
     // The loop keeps little state across its awaits (the work item is taken apart before the
     // turn is awaited, and the write-through save is boxed), so every idle activation's task
     // stays small (P6) without an allocation per turn.
     loop {
-        let input = match activation.next(node).await {
+        let input = match activation.next(node, std::mem::take(&mut parked)).await {
             Next::Call(envelope, started) => Some(TurnInput::call(envelope, started)),
             Next::Tick { method, sequence, now } => Some(TurnInput::tick(method, sequence, now)),
             Next::Create(reply) => {
@@ -376,7 +379,7 @@ async fn serve<T: Object>(
             (result, None)
         };
         observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
-        finish_turn(node, activation, live, started, sampled_start, result);
+        parked = finish_turn(node, activation, live, started, sampled_start, result);
         if let Some(ending) = ending {
             return ending;
         }
@@ -440,9 +443,9 @@ fn begin_turn<'a, T: Object>(
     observe_turn(node, activation, live.epoch, TurnObserver::turn_started);
     activation.entry.metrics.methods[input.method].calls.add(1);
     live.last_method = input.method;
-    // Turn latency is sampled (1 turn in LATENCY_SAMPLE_EVERY on each worker thread): precise
-    // clock reads and a histogram update on every turn cost more than the turn itself.
-    let sampled_start = sample_this_turn().then(|| node.clock.now());
+    // Turn latency is sampled (see `sample_this_turn`): precise clock reads and a histogram
+    // update on every turn cost more than the turn itself.
+    let sampled_start = sample_this_turn(input.started).then(|| node.clock.now());
     ctx.chain = input.chain;
     ctx.deadline = input.deadline;
     ctx.caller = input.identity;
@@ -504,7 +507,7 @@ async fn write_through<T: Object>(
     }
 }
 
-/// Records metrics and sends the response.
+/// Records metrics and sends the response; returns whether the task parked for its next work.
 fn finish_turn<T: Object>(
     node: &NodeShared,
     activation: &ActivationShared,
@@ -512,7 +515,7 @@ fn finish_turn<T: Object>(
     started: MonoTime,
     sampled_start: Option<MonoTime>,
     result: Result<Payload, CallError>,
-) {
+) -> bool {
     let metrics = &activation.entry.metrics.methods[live.last_method];
     if let Some(start) = sampled_start {
         let finished = node.clock.now();
@@ -521,9 +524,11 @@ fn finish_turn<T: Object>(
     if result.is_err() {
         metrics.errors.increment(1);
     }
-    if let Some(reply) = activation.finish_running(started) {
+    let (reply, parked) = activation.finish_and_park(started);
+    if let Some(reply) = reply {
         let _ = reply.send(Reply::Done(result));
     }
+    parked
 }
 
 async fn deactivate<T: Object>(

@@ -2,6 +2,7 @@
 //! delete, the wheel's ticker, and shutdown.
 
 pub(crate) mod activation;
+mod call;
 mod lifecycle;
 mod metrics;
 pub mod observe;
@@ -23,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::activation::{ActivationShared, CallEnvelope, DeactivateReason, PushError, Reply, Work};
+use self::activation::{ActivationShared, DeactivateReason, PushError, Work};
 use self::metrics::TypeMetrics;
 use self::observe::TurnObserver;
 use self::ownership::{Location, Ownership};
@@ -429,146 +430,10 @@ impl NodeShared {
         }
     }
 
-    /// Routes a call: admission (ownership and lease), the activation's mailbox, the reply.
-    /// Resends calls that provably did not start until the deadline.
-    pub(crate) async fn call(
-        self: &Arc<Self>,
-        request: CallRequest<'_>,
-    ) -> Result<Payload, CallError> {
-        let entry = match self.known(request.target) {
-            Ok(entry) => entry,
-            Err(unknown) => return Box::pin(self.call_unknown_type(request, unknown)).await,
-        };
-        let method = entry.resolve(&request.method)?;
-        check_chain(request.chain.as_deref(), request.id)?;
-        let now = self.clock.now_coarse();
-        let deadline = request
-            .deadline
-            .unwrap_or_else(|| now + request.timeout.unwrap_or(self.config.default_deadline));
-        let mut location = None;
-        let mut payload = request.payload;
-        let mut attempt: u32 = 0;
-        loop {
-            let now = if attempt == 0 { now } else { self.clock.now_coarse() };
-            if now >= deadline {
-                return Err(CallError::DeadlineExceeded { id: request.id.to_string() });
-            }
-            let (reply_tx, reply_rx) = if request.one_way {
-                (None, None)
-            } else {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            };
-            let envelope = CallEnvelope {
-                method,
-                payload,
-                deadline,
-                chain: request.chain.clone(),
-                identity: request.identity.clone(),
-                reply: reply_tx,
-            };
-            let mut work = Work::Call(envelope);
-            let mut refused = None;
-            // Fast path: the reference's cached activation, while it lives.
-            if let Some(cache) = request.cache {
-                let pushed = cache.with(|activation| {
-                    let fence = &activation.location.fence;
-                    self.ownership.check_for_chain(
-                        fence,
-                        &*self.clock,
-                        request.chain.as_deref(),
-                    )?;
-                    Ok::<_, CallError>(
-                        activation.push(self, std::mem::replace(&mut work, Work::Nothing)),
-                    )
-                });
-                match pushed {
-                    Some(Err(error)) => refused = Some(error),
-                    Some(Ok(Ok(()))) => {}
-                    Some(Ok(Err(PushError::Gone(returned)))) => work = returned,
-                    Some(Ok(Err(PushError::Full))) => {
-                        return Err(self.overloaded(entry, request.id));
-                    }
-                    None => {}
-                }
-            }
-            if refused.is_none() && !matches!(work, Work::Nothing) {
-                let location = match &location {
-                    Some(location) => location,
-                    None => location.insert(self.locate(request.id)?),
-                };
-                let chain = request.chain.as_deref();
-                match self.ownership.check_for_chain(&location.fence, &*self.clock, chain) {
-                    Ok(_) => {
-                        let activation = self.enqueue(entry, request.id, location, work)?;
-                        if let Some(cache) = request.cache {
-                            cache.set(activation);
-                        }
-                        work = Work::Nothing;
-                    }
-                    Err(error) => refused = Some(error),
-                }
-            }
-            if let Some(error) = refused {
-                // Not served here: in a cluster, another node serves it (or this one soon).
-                let routes = match self.cluster.get() {
-                    Some(routes) if matches!(error, CallError::NotServed { .. }) => routes,
-                    _ => return Err(error),
-                };
-                let Work::Call(envelope) = work else { return Err(error) };
-                let location = match &location {
-                    Some(location) => location,
-                    None => location.insert(self.locate(request.id)?),
-                };
-                let info = &entry.methods[method];
-                let call = ElsewhereCall {
-                    object_type: entry.name,
-                    method: info.name,
-                    idempotent: info.idempotent,
-                    id: request.id,
-                    location,
-                    chain: request.chain.as_ref(),
-                    identity: request.identity.as_ref(),
-                    one_way: request.one_way,
-                    forward: request.forward,
-                    deadline,
-                };
-                match Box::pin(self.call_elsewhere(routes, call, envelope.payload)).await {
-                    Elsewhere::Done(result) => return result,
-                    Elsewhere::Local(returned) => {
-                        payload = returned;
-                        attempt += 1;
-                        continue;
-                    }
-                }
-            }
-            let Some(reply_rx) = reply_rx else {
-                return Ok(Payload::encoded(EncodedMessage::default()));
-            };
-            match reply_rx.await {
-                Ok(Reply::Done(result)) => return result,
-                Ok(Reply::Bounced(returned, error)) => {
-                    if !error.provably_not_started() {
-                        return Err(error);
-                    }
-                    payload = returned;
-                    attempt += 1;
-                    self.backoff(attempt, deadline).await;
-                }
-                Err(_) => {
-                    return Err(CallError::OutcomeUnknown {
-                        id: request.id.to_string(),
-                        reason: "the activation ended without answering".into(),
-                    });
-                }
-            }
-        }
-    }
-
     /// A call for a type not registered on this node: in a cluster it goes where the view
     /// routes the id (the node serving it may know the type); where this node serves the id
     /// itself, or outside a cluster, the type is unknown.
-    async fn call_unknown_type(
+    pub(super) async fn call_unknown_type(
         self: &Arc<Self>,
         request: CallRequest<'_>,
         unknown: CallError,
@@ -606,14 +471,14 @@ impl NodeShared {
         }
     }
 
-    fn overloaded(&self, entry: &TypeEntry, id: &str) -> CallError {
+    pub(super) fn overloaded(&self, entry: &TypeEntry, id: &str) -> CallError {
         entry.metrics.overloads.increment(1);
         CallError::Overloaded { id: id.to_owned() }
     }
 
     /// Waits before resending a bounced call: immediately the first times (the slot is being
     /// replaced), then exponentially up to 100 ms, never past the deadline.
-    async fn backoff(&self, attempt: u32, deadline: MonoTime) {
+    pub(super) async fn backoff(&self, attempt: u32, deadline: MonoTime) {
         crate::cluster::routes::backoff(&*self.clock, attempt, deadline).await;
     }
 
