@@ -145,7 +145,7 @@ mod tests {
         assert!(output.contains("name : \"AddOne\""), "{output}");
         assert!(output.contains("name : \"Get\""), "{output}");
         assert!(output.contains("pub struct CounterRef"), "{output}");
-        assert!(output.contains("pub async fn send_add_one"), "{output}");
+        assert!(output.contains("pub fn send_add_one"), "{output}");
         assert!(output.contains("const HAS_STATE : bool = true"), "{output}");
     }
 
