@@ -63,6 +63,9 @@ struct Args {
     /// Only this concurrency (1, 16 or 256); default all.
     #[arg(long)]
     only: Option<usize>,
+    /// Skip the baselines (for profiling the subject alone; ratios become meaningless).
+    #[arg(long)]
+    skip_baseline: bool,
 }
 
 const MAX_STREAMS: u32 = 1024;
@@ -166,8 +169,11 @@ fn main() -> anyhow::Result<()> {
             }
             let (mut chain, mut hop) = (Vec::new(), Vec::new());
             for _ in 0..args.pairs {
-                let through_proxy = bare(&proxy, n, warmup, measure).await;
-                let one_hop = bare(&echo, n, warmup, measure).await;
+                let (through_proxy, one_hop) = if args.skip_baseline {
+                    (1.0, 1.0)
+                } else {
+                    (bare(&proxy, n, warmup, measure).await, bare(&echo, n, warmup, measure).await)
+                };
                 let s = subject(&subject_channel, n, warmup, measure).await;
                 chain.push((through_proxy, s));
                 hop.push((one_hop, s));

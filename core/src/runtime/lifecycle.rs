@@ -29,6 +29,11 @@ pub(super) fn start<T: Object>(
     Box::pin(run::<T>(node, activation))
 }
 
+// The activation loop's futures are written as functions returning `async move` blocks, not
+// `async fn`s (which store their arguments twice: as captured and as locals), and a turn's
+// values are scoped so none lives across an await it does not need to: every activation, idle
+// or not, holds this future (P6), and a call touches it (P1).
+
 /// A live instance and its persistence bookkeeping.
 struct Live<T> {
     object: T,
@@ -65,30 +70,36 @@ enum Ending {
     Discard,
 }
 
-async fn run<T: Object>(node: Arc<NodeShared>, activation: Arc<ActivationShared>) {
-    loop {
-        // Activation, deactivation and saves are boxed: they are rare, and keeping them out of
-        // this future keeps every idle activation's task small (P6).
-        let Some(mut live) = Box::pin(activate::<T>(&node, &activation)).await else { return };
-        let ending = serve::<T>(&node, &activation, &mut live).await;
-        let stopping = matches!(ending, Ending::Deactivate(DeactivateReason::Shutdown));
-        // A shard leaving this node: queued calls go back unstarted for the router to resend
-        // to the shard's next owner, and the slot must not come back here.
-        let leaving = matches!(ending, Ending::Deactivate(DeactivateReason::Handoff))
-            || matches!(ending, Ending::Discard);
-        Box::pin(deactivate::<T>(&node, &activation, live, ending)).await;
-        if stopping {
-            for work in activation.drain() {
-                work.bounce(CallError::ShuttingDown);
+#[allow(clippy::manual_async_fn)]
+fn run<T: Object>(
+    node: Arc<NodeShared>,
+    activation: Arc<ActivationShared>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        loop {
+            // Activation, deactivation and saves are boxed: they are rare, and keeping them out of
+            // this future keeps every idle activation's task small (P6).
+            let Some(mut live) = Box::pin(activate::<T>(&node, &activation)).await else { return };
+            let ending = serve::<T>(&node, &activation, &mut live).await;
+            let stopping = matches!(ending, Ending::Deactivate(DeactivateReason::Shutdown));
+            // A shard leaving this node: queued calls go back unstarted for the router to resend
+            // to the shard's next owner, and the slot must not come back here.
+            let leaving = matches!(ending, Ending::Deactivate(DeactivateReason::Handoff))
+                || matches!(ending, Ending::Discard);
+            Box::pin(deactivate::<T>(&node, &activation, live, ending)).await;
+            if stopping {
+                for work in activation.drain() {
+                    work.bounce(CallError::ShuttingDown);
+                }
             }
-        }
-        if leaving {
-            for work in activation.drain() {
-                work.bounce(not_served(&activation));
+            if leaving {
+                for work in activation.drain() {
+                    work.bounce(not_served(&activation));
+                }
             }
-        }
-        if !activation.finish_deactivation(&node, !stopping && !leaving) {
-            return;
+            if !activation.finish_deactivation(&node, !stopping && !leaving) {
+                return;
+            }
         }
     }
 }
@@ -326,63 +337,89 @@ async fn save<T: Object>(
     }
 }
 
-async fn serve<T: Object>(
-    node: &Arc<NodeShared>,
-    activation: &Arc<ActivationShared>,
-    live: &mut Live<T>,
-) -> Ending {
-    // One context per activation, refilled for each turn (no per-turn reference counting).
-    let mut ctx = root_context(node, activation);
-    // Whether the last turn's finish parked the task (see `ActivationShared::finish_and_park`).
-    let mut parked = false;
-    // The loop keeps little state across its awaits (the work item is taken apart before the
-    // turn is awaited, and the write-through save is boxed), so every idle activation's task
-    // stays small (P6) without an allocation per turn.
-    loop {
-        let input = match activation.next(node, std::mem::take(&mut parked)).await {
-            Next::Call(envelope, started) => Some(TurnInput::call(envelope, started)),
-            Next::Tick { method, sequence, now } => Some(TurnInput::tick(method, sequence, now)),
-            Next::Create(reply) => {
-                let _ = reply.send(Ok(()));
-                continue;
+/// What the loop does instead of a turn.
+enum Other {
+    /// A periodic save.
+    Save,
+    /// Nothing to await (a `create` was answered).
+    Skip,
+    /// Serving ends.
+    End(Ending),
+}
+
+/// A started turn: its future, its dequeue time and, for sampled turns, a precise start.
+type Begun<'a> = (TurnFuture<'a>, MonoTime, Option<MonoTime>);
+
+#[allow(clippy::manual_async_fn)]
+fn serve<'a, T: Object>(
+    node: &'a Arc<NodeShared>,
+    activation: &'a Arc<ActivationShared>,
+    live: &'a mut Live<T>,
+) -> impl Future<Output = Ending> + Send + 'a {
+    async move {
+        // One context per activation, refilled for each turn (no per-turn reference counting).
+        let mut ctx = root_context(node, activation);
+        // Whether the last turn's finish parked the task (see `ActivationShared::finish_and_park`).
+        let mut parked = false;
+        // A periodic save is due (run at the top of the loop, where no work item is in scope).
+        let mut save_due = false;
+        loop {
+            if std::mem::take(&mut save_due) {
+                // A failure is logged and retried at the next period or at deactivation.
+                let save = Box::pin(save::<T>(node, activation, live, false));
+                let _ = save.await;
             }
-            Next::Delete(reply) => return Ending::Delete(reply),
-            Next::Deactivate(DeactivateReason::Discard) => return Ending::Discard,
-            Next::Deactivate(reason) => return Ending::Deactivate(reason),
-            Next::Save => None,
-        };
-        // Awaited outside the match, so the work item is not kept across the await.
-        let Some(input) = input else {
-            // Periodic save; a failure is logged and retried at the next period or at
-            // deactivation.
-            let _ = Box::pin(save::<T>(node, activation, live, false)).await;
-            continue;
-        };
-        let (turn, started, sampled_start) =
-            match begin_turn(node, activation, live, &mut ctx, input) {
-                Ok(begun) => begun,
-                Err(ending) => return ending,
+            let input = match classify(activation.next(node, std::mem::take(&mut parked)).await) {
+                Ok(input) => input,
+                Err(Other::Save) => {
+                    save_due = true;
+                    continue;
+                }
+                Err(Other::Skip) => continue,
+                Err(Other::End(ending)) => return ending,
             };
-        let outcome = Poisonable { turn, activation }.await;
-        ctx.chain = None;
-        ctx.caller = None;
-        let Some(result) = outcome else {
+            let (turn, started, sampled_start) =
+                match begin_turn(node, activation, live, &mut ctx, input) {
+                    Ok(begun) => begun,
+                    Err(ending) => return ending,
+                };
+            let Some(result) = (Poisonable { turn, activation }).await else {
+                observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
+                poisoned(node, activation);
+                return Ending::Discard;
+            };
+            ctx.chain = None;
+            ctx.caller = None;
+            let (result, ending) = if result.is_ok()
+                && activation.entry.options.persistence == PersistencePolicy::WriteThrough
+            {
+                let saved = Box::pin(write_through::<T>(node, activation, live, result));
+                saved.await
+            } else {
+                (result, None)
+            };
             observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
-            poisoned(node, activation);
-            return Ending::Discard;
-        };
-        let (result, ending) = if result.is_ok()
-            && activation.entry.options.persistence == PersistencePolicy::WriteThrough
-        {
-            Box::pin(write_through::<T>(node, activation, live, result)).await
-        } else {
-            (result, None)
-        };
-        observe_turn(node, activation, live.epoch, TurnObserver::turn_finished);
-        parked = finish_turn(node, activation, live, started, sampled_start, result);
-        if let Some(ending) = ending {
-            return ending;
+            parked = finish_turn(node, activation, live, started, sampled_start, result);
+            if let Some(ending) = ending {
+                return ending;
+            }
         }
+    }
+}
+
+/// The turn the next piece of work asks for, or what else to do.
+fn classify(next: Next) -> Result<TurnInput, Other> {
+    match next {
+        Next::Call(envelope, started) => Ok(TurnInput::call(envelope, started)),
+        Next::Tick { method, sequence, now } => Ok(TurnInput::tick(method, sequence, now)),
+        Next::Create(reply) => {
+            let _ = reply.send(Ok(()));
+            Err(Other::Skip)
+        }
+        Next::Delete(reply) => Err(Other::End(Ending::Delete(reply))),
+        Next::Deactivate(DeactivateReason::Discard) => Err(Other::End(Ending::Discard)),
+        Next::Deactivate(reason) => Err(Other::End(Ending::Deactivate(reason))),
+        Next::Save => Err(Other::Save),
     }
 }
 
@@ -429,7 +466,7 @@ fn begin_turn<'a, T: Object>(
     live: &'a mut Live<T>,
     ctx: &'a mut CallContext,
     input: TurnInput,
-) -> Result<(TurnFuture<'a>, MonoTime, Option<MonoTime>), Ending> {
+) -> Result<Begun<'a>, Ending> {
     let fence = &activation.location.fence;
     match node.ownership.check_for_chain(fence, &*node.clock, input.chain.as_deref()) {
         Ok(epoch) if epoch == live.epoch => {}
