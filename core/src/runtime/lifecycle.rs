@@ -3,11 +3,11 @@
 //! reactivate when work arrived during deactivation.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
+use tokio_util::task::TaskTracker;
 
 use super::NodeShared;
 use super::activation::{
@@ -21,12 +21,13 @@ use crate::object::{ActivationPolicy, Object, Payload, PersistencePolicy, Tick, 
 use crate::runtime::observe::{TurnObserver, TurnRecord};
 use crate::store::{DeleteRequest, SaveRequest, StoredObject};
 
-/// Entry point stored in the type registry.
+/// Entry point stored in the type registry: spawns the activation's task.
 pub(super) fn start<T: Object>(
+    tasks: &TaskTracker,
     node: Arc<NodeShared>,
     activation: Arc<ActivationShared>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(run::<T>(node, activation))
+) {
+    drop(tasks.spawn(run::<T>(node, activation)));
 }
 
 // The activation loop's futures are written as functions returning `async move` blocks, not

@@ -15,8 +15,6 @@ pub(crate) mod wheel;
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -81,8 +79,9 @@ pub enum BuildError {
 }
 
 /// Starts the monomorphised activation loop of one type.
-type StartFn =
-    fn(Arc<NodeShared>, Arc<ActivationShared>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Spawns an activation's task (monomorphised per type, so the task holds the activation
+/// loop's future inline: no box per activation).
+type StartFn = fn(&TaskTracker, Arc<NodeShared>, Arc<ActivationShared>);
 
 /// A registered object type.
 pub(crate) struct TypeEntry {
@@ -420,7 +419,7 @@ impl NodeShared {
             };
             let pushed = activation.push(self, work);
             if created {
-                self.tasks.spawn((entry.start)(self.clone(), activation.clone()));
+                (entry.start)(&self.tasks, self.clone(), activation.clone());
             }
             match pushed {
                 Ok(()) => return Ok(activation),
