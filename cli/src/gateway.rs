@@ -147,44 +147,6 @@ struct GatewayFile {
     unknown_type_ttl: Option<u64>,
 }
 
-/// The gateway's limits and session settings, resolved (defaults: [`GatewayConfig::new`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayLimits {
-    /// Deadline of calls that carry none.
-    pub default_deadline: Duration,
-    /// Pushes kept per session.
-    pub session_buffer: usize,
-    /// How long a disconnected session stays resumable.
-    pub session_grace: Duration,
-    /// SSE heartbeat period.
-    pub heartbeat_interval: Duration,
-    /// Largest HTTP request body, bytes.
-    pub http_body_limit: usize,
-    /// Largest gRPC request message, bytes.
-    pub grpc_max_message: usize,
-    /// Types the JSON route keeps.
-    pub type_cache_capacity: usize,
-    /// How long a learnt type is kept.
-    pub type_cache_ttl: Duration,
-    /// How long an unknown type stays unknown.
-    pub unknown_type_ttl: Duration,
-}
-
-impl GatewayLimits {
-    /// Applies these limits to `config`.
-    pub fn apply(&self, config: &mut GatewayConfig) {
-        config.default_deadline = self.default_deadline;
-        config.session_buffer = self.session_buffer;
-        config.session_grace = self.session_grace;
-        config.heartbeat_interval = self.heartbeat_interval;
-        config.http_body_limit = self.http_body_limit;
-        config.grpc_max_message = self.grpc_max_message;
-        config.type_cache_capacity = self.type_cache_capacity;
-        config.type_cache_ttl = self.type_cache_ttl;
-        config.unknown_type_ttl = self.unknown_type_ttl;
-    }
-}
-
 /// How the gateway reaches its coordinator, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayCoordinatorSettings {
@@ -226,8 +188,9 @@ pub(crate) async fn connect(
 /// Everything `verse gateway` needs, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
-    /// Member id.
-    pub gateway_id: String,
+    /// The gateway's configuration: member id, binding rule, sessions and limits (its
+    /// `address` is the advertised one, or the bound gRPC port once known).
+    pub config: GatewayConfig,
     /// gRPC listen address.
     pub grpc_listen: SocketAddr,
     /// Advertised gRPC address, if given.
@@ -238,12 +201,6 @@ pub struct GatewaySettings {
     pub coordinator: GatewayCoordinatorSettings,
     /// Lease TTL.
     pub lease_ttl: Duration,
-    /// No anonymous calls.
-    pub require_session: bool,
-    /// The gRPC binding rule of client ids.
-    pub bind: GatewayBind,
-    /// Limits and session settings.
-    pub limits: GatewayLimits,
 }
 
 impl GatewayArgs {
@@ -300,7 +257,7 @@ impl GatewayArgs {
         if lease_ttl == 0 {
             bail!("--lease-ttl must be positive");
         }
-        let defaults = GatewayConfig::new("-", "-");
+        let mut config = GatewayConfig::new(gateway_id, String::new());
         let seconds = |flag: &str, value: Option<u64>, default: Duration| match value {
             Some(0) => bail!("--{flag} must be positive"),
             Some(value) => Ok(Duration::from_secs(value)),
@@ -311,63 +268,63 @@ impl GatewayArgs {
             Some(value) => Ok(value),
             None => Ok(default),
         };
-        let limits = GatewayLimits {
-            default_deadline: seconds(
-                "default-deadline",
-                self.default_deadline.or(file.default_deadline),
-                defaults.default_deadline,
-            )?,
-            session_buffer: count(
-                "session-buffer",
-                self.session_buffer.or(file.session_buffer),
-                defaults.session_buffer,
-            )?,
-            session_grace: seconds(
-                "session-grace",
-                self.session_grace.or(file.session_grace),
-                defaults.session_grace,
-            )?,
-            heartbeat_interval: seconds(
-                "heartbeat-interval",
-                self.heartbeat_interval.or(file.heartbeat_interval),
-                defaults.heartbeat_interval,
-            )?,
-            http_body_limit: count(
-                "http-body-limit",
-                self.http_body_limit.or(file.http_body_limit),
-                defaults.http_body_limit,
-            )?,
-            grpc_max_message: count(
-                "grpc-max-message",
-                self.grpc_max_message.or(file.grpc_max_message),
-                defaults.grpc_max_message,
-            )?,
-            type_cache_capacity: count(
-                "type-cache-capacity",
-                self.type_cache_capacity.or(file.type_cache_capacity),
-                defaults.type_cache_capacity,
-            )?,
-            type_cache_ttl: seconds(
-                "type-cache-ttl",
-                self.type_cache_ttl.or(file.type_cache_ttl),
-                defaults.type_cache_ttl,
-            )?,
-            unknown_type_ttl: seconds(
-                "unknown-type-ttl",
-                self.unknown_type_ttl.or(file.unknown_type_ttl),
-                defaults.unknown_type_ttl,
-            )?,
+        config.default_deadline = seconds(
+            "default-deadline",
+            self.default_deadline.or(file.default_deadline),
+            config.default_deadline,
+        )?;
+        config.session_buffer = count(
+            "session-buffer",
+            self.session_buffer.or(file.session_buffer),
+            config.session_buffer,
+        )?;
+        config.session_grace = seconds(
+            "session-grace",
+            self.session_grace.or(file.session_grace),
+            config.session_grace,
+        )?;
+        config.heartbeat_interval = seconds(
+            "heartbeat-interval",
+            self.heartbeat_interval.or(file.heartbeat_interval),
+            config.heartbeat_interval,
+        )?;
+        config.http_body_limit = count(
+            "http-body-limit",
+            self.http_body_limit.or(file.http_body_limit),
+            config.http_body_limit,
+        )?;
+        config.grpc_max_message = count(
+            "grpc-max-message",
+            self.grpc_max_message.or(file.grpc_max_message),
+            config.grpc_max_message,
+        )?;
+        config.type_cache_capacity = count(
+            "type-cache-capacity",
+            self.type_cache_capacity.or(file.type_cache_capacity),
+            config.type_cache_capacity,
+        )?;
+        config.type_cache_ttl = seconds(
+            "type-cache-ttl",
+            self.type_cache_ttl.or(file.type_cache_ttl),
+            config.type_cache_ttl,
+        )?;
+        config.unknown_type_ttl = seconds(
+            "unknown-type-ttl",
+            self.unknown_type_ttl.or(file.unknown_type_ttl),
+            config.unknown_type_ttl,
+        )?;
+        config.require_session = self.require_session || file.require_session.unwrap_or(false);
+        config.bind = match self.bind.or(file.bind).unwrap_or_default() {
+            GatewayBind::Connection => Bind::Connection,
+            GatewayBind::Principal => Bind::Principal,
         };
         Ok(GatewaySettings {
-            limits,
-            gateway_id,
+            config,
             grpc_listen,
             advertise: self.advertise.or(file.advertise),
             http_listen,
             coordinator,
             lease_ttl: Duration::from_secs(lease_ttl),
-            require_session: self.require_session || file.require_session.unwrap_or(false),
-            bind: self.bind.or(file.bind).unwrap_or_default(),
         })
     }
 }
@@ -388,13 +345,9 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP port {}", settings.http_listen))?;
     let http_address = http.local_addr()?;
     let advertise = settings.advertise.clone().unwrap_or_else(|| grpc_address.to_string());
-    let mut config = GatewayConfig::new(settings.gateway_id.clone(), advertise);
-    config.require_session = settings.require_session;
-    config.bind = match settings.bind {
-        GatewayBind::Connection => Bind::Connection,
-        GatewayBind::Principal => Bind::Principal,
-    };
-    settings.limits.apply(&mut config);
+    let mut config = settings.config;
+    config.address = advertise;
+    let gateway_id = config.gateway_id.clone();
     let gateway = Arc::new(
         GatewayBuilder::new(config, coordinator, clock)
             .start()
@@ -403,7 +356,7 @@ pub async fn run(settings: GatewaySettings) -> anyhow::Result<()> {
     );
     let mut servers = GatewayServers::start(gateway, grpc, http, metrics);
     tracing::info!(
-        gateway_id = %settings.gateway_id,
+        gateway_id = %gateway_id,
         grpc_address = %grpc_address,
         http_address = %http_address,
         "gateway serving (see /readyz)"
@@ -486,7 +439,7 @@ mod tests {
         .expect("valid TOML");
         let args = GatewayArgs { gateway_id: Some("gw-flag".into()), ..GatewayArgs::default() };
         let settings = args.merge(file).expect("resolves");
-        assert_eq!(settings.gateway_id, "gw-flag");
+        assert_eq!(settings.config.gateway_id, "gw-flag");
         assert_eq!(settings.grpc_listen.to_string(), DEFAULT_GATEWAY_LISTEN);
         assert_eq!(settings.lease_ttl, Duration::from_secs(4));
         assert_eq!(
@@ -498,18 +451,18 @@ mod tests {
         let slash = GatewayArgs { gateway_id: Some("a/b".into()), ..GatewayArgs::default() };
         assert!(slash.merge(GatewayFile::default()).is_err());
         assert!(toml::from_str::<GatewayFile>("nope = 1").is_err(), "unknown keys refused");
-        assert_eq!(settings.bind, GatewayBind::Connection, "the default binding rule");
+        assert_eq!(settings.config.bind, Bind::Connection, "the default binding rule");
         let raft = "coordinator = \"raft\"\nraft_endpoints = [\"a:1\"]\n";
         let file: GatewayFile =
             toml::from_str(&format!("{raft}bind = \"principal\"\n")).expect("valid TOML");
         assert_eq!(
-            GatewayArgs::default().merge(file).expect("resolves").bind,
-            GatewayBind::Principal
+            GatewayArgs::default().merge(file).expect("resolves").config.bind,
+            Bind::Principal
         );
         let file: GatewayFile =
             toml::from_str(&format!("{raft}bind = \"principal\"\n")).expect("valid TOML");
         let flag = GatewayArgs { bind: Some(GatewayBind::Connection), ..GatewayArgs::default() };
-        assert_eq!(flag.merge(file).expect("resolves").bind, GatewayBind::Connection);
+        assert_eq!(flag.merge(file).expect("resolves").config.bind, Bind::Connection);
         assert!(toml::from_str::<GatewayFile>("bind = \"nope\"").is_err());
     }
 
@@ -520,14 +473,12 @@ mod tests {
             toml::from_str(&format!("{raft}session_buffer = 64\nhttp_body_limit = 1000\n"))
                 .expect("valid TOML");
         let flags = GatewayArgs { http_body_limit: Some(2000), ..GatewayArgs::default() };
-        let limits = flags.merge(file).expect("resolves").limits;
+        let config = flags.merge(file).expect("resolves").config;
         let defaults = GatewayConfig::new("-", "-");
-        assert_eq!(limits.session_buffer, 64, "from the file");
-        assert_eq!(limits.http_body_limit, 2000, "the flag wins");
-        assert_eq!(limits.grpc_max_message, defaults.grpc_max_message);
-        assert_eq!(limits.default_deadline, defaults.default_deadline);
-        let mut config = GatewayConfig::new("gw", "a:1");
-        limits.apply(&mut config);
+        assert_eq!(config.session_buffer, 64, "from the file");
+        assert_eq!(config.http_body_limit, 2000, "the flag wins");
+        assert_eq!(config.grpc_max_message, defaults.grpc_max_message);
+        assert_eq!(config.default_deadline, defaults.default_deadline);
         assert_eq!((config.session_buffer, config.http_body_limit), (64, 2000));
         let file: GatewayFile = toml::from_str(raft).expect("valid TOML");
         let zero = GatewayArgs { session_grace: Some(0), ..GatewayArgs::default() };
