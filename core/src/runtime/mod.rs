@@ -18,6 +18,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -188,29 +189,30 @@ pub enum ShardStatus {
 }
 
 /// The activation a reference called last, kept while it lives so repeated calls skip the
-/// placement and the shard table (re-resolved once it is gone).
+/// placement and the shard table (re-resolved once it is gone). Read without a lock: a call
+/// writes nothing to its reference, so references that sit side by side in memory and are
+/// called from different threads do not contend for the same cache line.
 #[derive(Default)]
 pub(crate) struct ActivationCache {
-    slot: Mutex<Option<Arc<ActivationShared>>>,
+    slot: ArcSwapOption<ActivationShared>,
 }
 
 impl ActivationCache {
     /// Runs `f` on the cached activation, if there is one that may still be live (without
     /// cloning it: the reference count of a hot activation is shared with its own task).
     fn with<R>(&self, f: impl FnOnce(&Arc<ActivationShared>) -> R) -> Option<R> {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = self.slot.load();
         slot.as_ref().filter(|a| !a.is_gone_hint()).map(f)
     }
 
     fn set(&self, activation: Arc<ActivationShared>) {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(activation);
+        self.slot.store(Some(activation));
     }
 }
 
 impl Clone for ActivationCache {
     fn clone(&self) -> Self {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        ActivationCache { slot: Mutex::new(slot) }
+        ActivationCache { slot: ArcSwapOption::new(self.slot.load_full()) }
     }
 }
 
