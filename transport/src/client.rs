@@ -5,14 +5,15 @@
 //! [`Clock`](verse_core::Clock) right before sending (`remaining_micros`); the callee enforces
 //! it on its node's timing wheel, so method calls carry no `grpc-timeout` header (which would
 //! make tonic's server arm a tokio timer per call). The client waits at most that long plus a
-//! small grace (tokio time, at the network edge), so the callee's typed `DeadlineExceeded`
-//! normally arrives first and a hung peer cannot hold a caller past its deadline. Creates,
+//! small grace (tokio time, at the network edge, swept by a [`Watchdog`] rather than a timer
+//! per call, so within one sweep of 20 ms), so the callee's typed `DeadlineExceeded` normally
+//! arrives first and a hung peer cannot hold a caller past its deadline. Creates,
 //! deletes and the other RPCs also send the bound as their gRPC timeout. Failures are classified by
 //! [`crate::status::classify`]: only errors that prove the call did not start may be resent.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,6 +25,7 @@ use verse_core::{CallError, CallerIdentity, EncodedMessage, MonoTime, SharedCloc
 use crate::net::{BoxError, HyperConnector, TcpConnector};
 use crate::proto::node_client::NodeClient as ProtocolClient;
 use crate::status::{CallSite, classify};
+use crate::watchdog::Watchdog;
 use crate::{proto, wire};
 
 /// Client settings.
@@ -96,6 +98,8 @@ pub struct NodeClient {
     make_channel: MakeChannel,
     // A std mutex: held only to look up or insert a channel, never across an await.
     channels: Mutex<HashMap<String, Channel>>,
+    /// Bounds each call's wait (no tokio timer per call).
+    watchdog: Arc<Watchdog>,
 }
 
 impl std::fmt::Debug for NodeClient {
@@ -123,7 +127,13 @@ impl NodeClient {
         let make_channel: MakeChannel = Box::new(move |endpoint: Endpoint| {
             endpoint.connect_with_connector_lazy(HyperConnector(connector.clone()))
         });
-        NodeClient { clock, config, make_channel, channels: Mutex::new(HashMap::new()) }
+        NodeClient {
+            clock,
+            config,
+            make_channel,
+            channels: Mutex::new(HashMap::new()),
+            watchdog: Watchdog::new(),
+        }
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
@@ -317,7 +327,8 @@ impl NodeClient {
         budget: Duration,
         call: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<T, CallError> {
-        match tokio::time::timeout(budget, call).await {
+        let call = std::pin::pin!(call);
+        match self.watchdog.bound(budget, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {
                 let deadline_passed = deadline.is_some_and(|d| self.clock.now() >= d);

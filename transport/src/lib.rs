@@ -16,6 +16,7 @@ pub mod net;
 pub mod push;
 pub mod server;
 pub mod status;
+mod watchdog;
 mod wire;
 
 /// The node protocol (generated from `proto/node.proto`).

@@ -66,6 +66,9 @@ struct Args {
     /// Skip the baselines (for profiling the subject alone; ratios become meaningless).
     #[arg(long)]
     skip_baseline: bool,
+    /// Skip the subject (for profiling the proxy-chain baseline alone).
+    #[arg(long)]
+    skip_subject: bool,
 }
 
 const MAX_STREAMS: u32 = 1024;
@@ -172,9 +175,16 @@ fn main() -> anyhow::Result<()> {
                 let (through_proxy, one_hop) = if args.skip_baseline {
                     (1.0, 1.0)
                 } else {
-                    (bare(&proxy, n, warmup, measure).await, bare(&echo, n, warmup, measure).await)
+                    let through_proxy = bare(&proxy, n, warmup, measure).await;
+                    let one_hop =
+                        if args.skip_subject { 1.0 } else { bare(&echo, n, warmup, measure).await };
+                    (through_proxy, one_hop)
                 };
-                let s = subject(&subject_channel, n, warmup, measure).await;
+                let s = if args.skip_subject {
+                    1.0
+                } else {
+                    subject(&subject_channel, n, warmup, measure).await
+                };
                 chain.push((through_proxy, s));
                 hop.push((one_hop, s));
             }

@@ -349,3 +349,30 @@ async fn a_reset_after_the_request_arrived_leaves_the_outcome_unknown() {
     let error = client().call(&addr, echo_call("e", "Echo", &text("x"))).await.expect_err("reset");
     assert!(matches!(error, CallError::OutcomeUnknown { .. }), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_cannot_hold_a_caller_past_its_deadline() {
+    // The server takes the call and holds it forever, with the connection alive.
+    let addr = raw_h2_server(|mut connection| async move {
+        let mut held = Vec::new();
+        while let Some(Ok(call)) = connection.accept().await {
+            held.push(call);
+        }
+    })
+    .await;
+    let client = client();
+    for _ in 0..3 {
+        // Several waits, one after another: the watchdog's sweeper stops when idle and must
+        // start again for the next call.
+        let mut call = echo_call("e", "Echo", &text("x"));
+        call.deadline = deadline_in(Duration::from_millis(300));
+        let started = Instant::now();
+        let error = client.call(&addr, call).await.expect_err("no answer");
+        let waited = started.elapsed();
+        assert!(matches!(error, CallError::DeadlineExceeded { .. }), "{error:?}");
+        assert!(waited >= Duration::from_millis(300), "gave up before the deadline: {waited:?}");
+        // Liveness bound only (deadline + grace + one sweep, with room for a loaded machine).
+        assert!(waited < Duration::from_secs(5), "held past the deadline: {waited:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
