@@ -7,7 +7,8 @@
 //! type is kept for `type_cache_ttl`, then asked again (so a redeployed type's new methods or
 //! messages are seen within that time). At most `type_cache_capacity` types are kept: a new
 //! one first drops expired entries, then the one expiring soonest. Concurrent first uses of
-//! one type may each ask a node; the last answer stays.
+//! one type share one round of requests: the first asks, the others wait for its answer (a
+//! round that failed is not cached, so each waiter then asks in turn).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +39,9 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct Catalog {
     entries: Mutex<HashMap<String, Entry>>,
+    /// One learning round per type at a time (module docs); an entry lives while a round runs
+    /// or waits.
+    learning: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     capacity: usize,
     ttl: Duration,
     unknown_ttl: Duration,
@@ -47,11 +51,56 @@ impl Catalog {
     /// A cache of at most `capacity` types (at least one), keeping learnt types for `ttl` and
     /// unknown names for `unknown_ttl`.
     pub(crate) fn new(capacity: usize, ttl: Duration, unknown_ttl: Duration) -> Self {
-        Catalog { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1), ttl, unknown_ttl }
+        Catalog {
+            entries: Mutex::new(HashMap::new()),
+            learning: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            ttl,
+            unknown_ttl,
+        }
     }
 
     fn entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn learning(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.learning.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a round is learning `object_type` now.
+    pub(crate) fn is_learning(&self, object_type: &str) -> bool {
+        self.learning().contains_key(object_type)
+    }
+
+    /// Whether `method` of `object_type` is marked idempotent, from what is known at `now`
+    /// (`None`: the type is not known now; a method the type lacks counts as not idempotent).
+    pub(crate) fn idempotent(
+        &self,
+        object_type: &str,
+        method: &str,
+        now: MonoTime,
+    ) -> Option<bool> {
+        match self.get(object_type, now)? {
+            Known::Type(schema) => {
+                Some(schema.methods().iter().any(|m| m.name == method && m.idempotent))
+            }
+            Known::Unknown => Some(false),
+        }
+    }
+
+    /// The cached answer for `object_type` at `now`, if any.
+    fn cached(
+        &self,
+        object_type: &str,
+        now: MonoTime,
+    ) -> Option<Result<Arc<TypeSchema>, CallError>> {
+        match self.get(object_type, now)? {
+            Known::Type(schema) => Some(Ok(schema)),
+            Known::Unknown => {
+                Some(Err(CallError::UnknownType { object_type: object_type.to_owned() }))
+            }
+        }
     }
 
     /// What is known of `object_type` at `now` (`None`: nothing current).
@@ -105,6 +154,37 @@ impl Catalog {
         object_type: &str,
         now: impl Fn() -> MonoTime,
         peers: &[String],
+        describe: F,
+    ) -> Result<Arc<TypeSchema>, CallError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: Future<Output = Result<DescribeTypeResponse, CallError>>,
+    {
+        if let Some(answer) = self.cached(object_type, now()) {
+            return answer;
+        }
+        let round = self.learning().entry(object_type.to_owned()).or_default().clone();
+        let answer = {
+            let _turn = round.lock().await;
+            match self.cached(object_type, now()) {
+                Some(answer) => answer,
+                None => self.ask(object_type, &now, peers, describe).await,
+            }
+        };
+        // Clones are made only under this lock: two references mean no one else waits.
+        let mut learning = self.learning();
+        if Arc::strong_count(&round) == 2 {
+            learning.remove(object_type);
+        }
+        answer
+    }
+
+    /// One round: asks `peers` in turn (see [`Catalog::learn`]) and caches the answer.
+    async fn ask<F, Fut>(
+        &self,
+        object_type: &str,
+        now: &impl Fn() -> MonoTime,
+        peers: &[String],
         mut describe: F,
     ) -> Result<Arc<TypeSchema>, CallError>
     where
@@ -112,11 +192,6 @@ impl Catalog {
         Fut: Future<Output = Result<DescribeTypeResponse, CallError>>,
     {
         let unknown = || CallError::UnknownType { object_type: object_type.to_owned() };
-        match self.get(object_type, now()) {
-            Some(Known::Type(schema)) => return Ok(schema),
-            Some(Known::Unknown) => return Err(unknown()),
-            None => {}
-        }
         let mut failure = None;
         for peer in peers {
             match describe(peer.clone()).await {
@@ -311,5 +386,61 @@ mod tests {
         .unwrap_err();
         assert_eq!(error, CallError::DeadlineExceeded { id: "A".into() });
         assert_eq!(asked_after.load(Ordering::SeqCst), 1, "a passed deadline ends the round");
+    }
+
+    #[test]
+    fn concurrent_first_uses_share_one_round() {
+        let clock = ManualClock::new();
+        let catalog = Catalog::new(8, TTL, UNKNOWN_TTL);
+        let asked = AtomicUsize::new(0);
+        let describe = |_peer: String| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            async {
+                // Let the other uses arrive while this round is out.
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(description("A"))
+            }
+        };
+        let now = || clock.now();
+        let has = peers(&["has"]);
+        let uses = (0..8).map(|_| catalog.learn("A", now, &has, describe));
+        let answers = block_on(futures::future::join_all(uses));
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "one round for eight first uses");
+        assert!(!catalog.is_learning("A"), "the round's entry outlived it");
+        assert_eq!(catalog.idempotent("A", "Get", clock.now()), Some(true));
+        assert_eq!(catalog.idempotent("A", "Missing", clock.now()), Some(false));
+        assert_eq!(catalog.idempotent("B", "Get", clock.now()), None);
+    }
+
+    #[test]
+    fn waiters_behind_a_failed_round_ask_again() {
+        let clock = ManualClock::new();
+        let catalog = Catalog::new(8, TTL, UNKNOWN_TTL);
+        let asked = AtomicUsize::new(0);
+        let describe = |peer: String| {
+            let first = asked.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                tokio::task::yield_now().await;
+                if first {
+                    Err(CallError::NotDelivered { peer, reason: "refused".into() })
+                } else {
+                    Ok(description("A"))
+                }
+            }
+        };
+        let now = || clock.now();
+        let has = peers(&["has"]);
+        let uses = (0..3).map(|_| catalog.learn("A", now, &has, describe));
+        let answers = block_on(futures::future::join_all(uses));
+        assert!(answers[0].is_err(), "the first round failed: {answers:?}");
+        assert!(answers[1..].iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(
+            asked.load(Ordering::SeqCst),
+            2,
+            "the next waiter asked; the last one read its answer"
+        );
     }
 }

@@ -295,6 +295,7 @@ impl GateGrpc {
             )));
         }
         let timeout = timeout.unwrap_or(self.shared.config.default_deadline);
+        let idempotent = self.shared.idempotent(&object_type, &method);
         let call = RoutedCall {
             object_type,
             id,
@@ -302,7 +303,7 @@ impl GateGrpc {
             request: EncodedMessage { type_url: request.type_url, value: request.value.into() },
             deadline: self.shared.clock.now() + timeout,
             identity: Some(identity),
-            idempotent: false,
+            idempotent,
         };
         let response = self.shared.router.call(call).await?;
         Ok(Any { type_url: response.type_url, value: response.value.to_vec() })

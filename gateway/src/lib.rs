@@ -159,6 +159,28 @@ pub(crate) struct GatewayShared {
 }
 
 impl GatewayShared {
+    /// Whether calls of `method` on `object_type` may be resent after an unknown outcome (the
+    /// method is `#[idempotent]`), for the routes whose calls carry an `Any` and need no
+    /// method table: read from the learnt types only, never waiting. A type not learnt yet
+    /// counts as not idempotent (the safe answer) and is learnt in the background, so later
+    /// calls know.
+    pub(crate) fn idempotent(self: &Arc<Self>, object_type: &str, method: &str) -> bool {
+        if let Some(idempotent) = self.catalog.idempotent(object_type, method, self.clock.now()) {
+            return idempotent;
+        }
+        if !self.catalog.is_learning(object_type) {
+            let shared = self.clone();
+            let object_type = object_type.to_owned();
+            tokio::spawn(async move {
+                let deadline = shared.clock.now() + shared.config.default_deadline;
+                if let Err(error) = shared.describe(&object_type, deadline).await {
+                    tracing::debug!(%error, object_type, "learning a type in the background failed");
+                }
+            });
+        }
+        false
+    }
+
     /// The method table and descriptors of `object_type`, cached or learnt from a live node
     /// (see `catalog`), within `deadline`.
     pub(crate) async fn describe(

@@ -370,8 +370,8 @@ async fn call(
     let request = request_any(body)?;
     let request = EncodedMessage { type_url: request.type_url, value: request.value.into() };
     let deadline = shared.clock.now() + shared.config.default_deadline;
-    // The method table is not consulted here: a GoVerse call counts as non-idempotent.
-    let response = route_call(&shared, admitted, request, deadline, false).await?;
+    let idempotent = shared.idempotent(&admitted.object_type, &admitted.method);
+    let response = route_call(&shared, admitted, request, deadline, idempotent).await?;
     let any = Any { type_url: response.type_url, value: response.value.to_vec() };
     let body = serde_json::json!({ "response": STANDARD.encode(any.encode_to_vec()) });
     Ok(json_response(StatusCode::OK, &body))

@@ -163,7 +163,8 @@ async fn run_call(shared: Arc<GatewayShared>, identity: CallerIdentity, call: Ca
         let request =
             EncodedMessage { type_url: call.request.type_url, value: call.request.value.into() };
         let deadline = shared.clock.now() + shared.config.default_deadline;
-        route_call(&shared, admitted, request, deadline, false).await
+        let idempotent = shared.idempotent(&admitted.object_type, &admitted.method);
+        route_call(&shared, admitted, request, deadline, idempotent).await
     }
     .await;
     match result {
