@@ -24,7 +24,10 @@ use crate::fixture::voter_config;
 
 const IN_FLIGHT: u64 = 64;
 const FIRST: u64 = 4_000;
-const TOTAL: u64 = 20_000;
+/// Ten times the first batch: a directory that kept every entry would grow about that much,
+/// while a compacted one stays within a small factor (redb grows its file in steps, and a
+/// loaded machine snapshots later: 2.2x was seen at five times the writes).
+const TOTAL: u64 = 40_000;
 
 fn directory_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir).unwrap().map(|entry| entry.unwrap().metadata().unwrap().len()).sum()
@@ -86,7 +89,7 @@ async fn snapshots_keep_the_data_directory_bounded() {
     );
     assert!(voter.snapshot_index().is_some_and(|index| index > FIRST));
     assert!(
-        after_total <= 2 * after_first,
+        after_total <= 3 * after_first,
         "the data directory grew from {after_first} to {after_total} bytes"
     );
     voter.shutdown().await;

@@ -5,10 +5,15 @@
 //! only what waiting and retrying need. Every typed reference call creates that future and
 //! moves it a few times (into the reference's futures, into the caller's task), so its size is
 //! part of the cost of a local call (P1): keep large temporaries out of it (build them in
-//! synchronous functions, and box rare awaits in statements of their own).
+//! synchronous functions, and box rare awaits in statements of their own). The common case, a
+//! call queued in an activation here, waits in [`Waiting`]: the attempt's state and the reply
+//! channel, under 100 bytes; only a call that must be resent boxes the retry loop.
 
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use futures::future::Either;
 use tokio::sync::oneshot;
@@ -23,6 +28,7 @@ use crate::error::CallError;
 use crate::object::{EncodedMessage, Payload};
 
 /// A call whose type and method are resolved: what each attempt needs.
+#[derive(Clone)]
 struct Routed<'a> {
     node: &'a Arc<NodeShared>,
     cache: Option<&'a ActivationCache>,
@@ -58,13 +64,20 @@ impl NodeShared {
                 return Either::Left(Box::pin(self.call_unknown_type(request, unknown)));
             }
         };
-        match self.route(entry, request) {
-            Ok((routed, payload, now)) => {
-                let step = routed.attempt(payload, now);
-                Either::Right(Either::Right(routed.finish(step)))
-            }
-            Err(error) => Either::Right(Either::Left(std::future::ready(Err(error)))),
-        }
+        let outcome = match self.route(entry, request) {
+            Ok((routed, payload, now)) => match routed.attempt(payload, now) {
+                Step::Await(reply) => {
+                    return Either::Right(Either::Right(Waiting(Wait::Reply(routed, reply))));
+                }
+                Step::Done(result) => result,
+                step @ Step::Elsewhere(..) => {
+                    let call = Box::pin(routed.finish(step, 0));
+                    return Either::Right(Either::Right(Waiting(Wait::Retry(call))));
+                }
+            },
+            Err(error) => Err(error),
+        };
+        Either::Right(Either::Left(std::future::ready(outcome)))
     }
 
     /// Resolves the method, checks the chain and fixes the deadline.
@@ -177,25 +190,16 @@ impl<'a> Routed<'a> {
     fn finish(
         self,
         mut step: Step<'a>,
+        mut attempt: u32,
     ) -> impl Future<Output = Result<Payload, CallError>> + Send + 'a {
         async move {
-            let mut attempt: u32 = 0;
             loop {
                 let payload = match step {
                     Step::Done(result) => return result,
                     Step::Await(reply) => {
-                        let returned = match reply.await {
-                            Ok(Reply::Done(result)) => return result,
-                            Ok(Reply::Bounced(returned, error)) if error.provably_not_started() => {
-                                returned
-                            }
-                            Ok(Reply::Bounced(_, error)) => return Err(error),
-                            Err(_) => {
-                                return Err(CallError::OutcomeUnknown {
-                                    id: self.id.to_string(),
-                                    reason: "the activation ended without answering".into(),
-                                });
-                            }
+                        let returned = match self.on_reply(reply.await) {
+                            ControlFlow::Break(outcome) => return outcome,
+                            ControlFlow::Continue(returned) => returned,
                         };
                         attempt += 1;
                         let backoff = Box::pin(self.node.backoff(attempt, self.deadline));
@@ -215,6 +219,33 @@ impl<'a> Routed<'a> {
                 };
                 step = self.attempt(payload, self.node.clock.now_coarse());
             }
+        }
+    }
+
+    /// Resends a call that a reply bounced as provably not started, after a backoff.
+    async fn resend(self, returned: Payload) -> Result<Payload, CallError> {
+        let backoff = Box::pin(self.node.backoff(1, self.deadline));
+        backoff.await;
+        let step = self.attempt(returned, self.node.clock.now_coarse());
+        self.finish(step, 1).await
+    }
+
+    /// What a reply means: the call's outcome, or (bounced before it started) the payload to
+    /// resend. An activation that ended without answering leaves the outcome unknown.
+    fn on_reply(
+        &self,
+        received: Result<Reply, oneshot::error::RecvError>,
+    ) -> ControlFlow<Result<Payload, CallError>, Payload> {
+        match received {
+            Ok(Reply::Done(result)) => ControlFlow::Break(result),
+            Ok(Reply::Bounced(returned, error)) if error.provably_not_started() => {
+                ControlFlow::Continue(returned)
+            }
+            Ok(Reply::Bounced(_, error)) => ControlFlow::Break(Err(error)),
+            Err(_) => ControlFlow::Break(Err(CallError::OutcomeUnknown {
+                id: self.id.to_string(),
+                reason: "the activation ended without answering".into(),
+            })),
         }
     }
 
@@ -238,5 +269,39 @@ impl<'a> Routed<'a> {
             deadline: self.deadline,
         };
         self.node.call_elsewhere(routes, call, payload).await
+    }
+}
+
+/// A call's future past its first attempt (see the module docs).
+struct Waiting<'a>(Wait<'a>);
+
+/// A boxed call future (the rare paths).
+type BoxedCall<'a> = Pin<Box<dyn Future<Output = Result<Payload, CallError>> + Send + 'a>>;
+
+enum Wait<'a> {
+    /// Queued in an activation here: waiting for its reply.
+    Reply(Routed<'a>, oneshot::Receiver<Reply>),
+    /// Being resent, or sent through the cluster's routes.
+    Retry(BoxedCall<'a>),
+}
+
+impl Future for Waiting<'_> {
+    type Output = Result<Payload, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.0 {
+                Wait::Retry(call) => return call.as_mut().poll(cx),
+                Wait::Reply(routed, reply) => {
+                    let returned = match routed.on_reply(ready!(Pin::new(reply).poll(cx))) {
+                        ControlFlow::Break(outcome) => return Poll::Ready(outcome),
+                        ControlFlow::Continue(returned) => returned,
+                    };
+                    let resend = Box::pin(routed.clone().resend(returned));
+                    this.0 = Wait::Retry(resend);
+                }
+            }
+        }
     }
 }
