@@ -35,6 +35,32 @@ struct Entry {
     expires: MonoTime,
 }
 
+/// A use's place in its type's learning round: leaving (even by being dropped mid-round, when
+/// a caller gives up) forgets the round once no other use holds it.
+struct Round<'a> {
+    catalog: &'a Catalog,
+    object_type: &'a str,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> Round<'a> {
+    fn join(catalog: &'a Catalog, object_type: &'a str) -> Self {
+        let gate = catalog.learning().entry(object_type.to_owned()).or_default().clone();
+        Round { catalog, object_type, gate }
+    }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        // Clones are made only under this lock: two references (the map's and this one) mean
+        // no other use waits.
+        let mut learning = self.catalog.learning();
+        if Arc::strong_count(&self.gate) == 2 {
+            learning.remove(self.object_type);
+        }
+    }
+}
+
 /// The bounded cache of learnt types (module docs).
 #[derive(Debug)]
 pub(crate) struct Catalog {
@@ -163,20 +189,12 @@ impl Catalog {
         if let Some(answer) = self.cached(object_type, now()) {
             return answer;
         }
-        let round = self.learning().entry(object_type.to_owned()).or_default().clone();
-        let answer = {
-            let _turn = round.lock().await;
-            match self.cached(object_type, now()) {
-                Some(answer) => answer,
-                None => self.ask(object_type, &now, peers, describe).await,
-            }
-        };
-        // Clones are made only under this lock: two references mean no one else waits.
-        let mut learning = self.learning();
-        if Arc::strong_count(&round) == 2 {
-            learning.remove(object_type);
+        let round = Round::join(self, object_type);
+        let _turn = round.gate.lock().await;
+        match self.cached(object_type, now()) {
+            Some(answer) => answer,
+            None => self.ask(object_type, &now, peers, describe).await,
         }
-        answer
     }
 
     /// One round: asks `peers` in turn (see [`Catalog::learn`]) and caches the answer.
@@ -413,6 +431,18 @@ mod tests {
         assert_eq!(catalog.idempotent("A", "Get", clock.now()), Some(true));
         assert_eq!(catalog.idempotent("A", "Missing", clock.now()), Some(false));
         assert_eq!(catalog.idempotent("B", "Get", clock.now()), None);
+    }
+
+    #[test]
+    fn a_use_dropped_mid_round_leaves_no_round_behind() {
+        let clock = ManualClock::new();
+        let catalog = Catalog::new(8, TTL, UNKNOWN_TTL);
+        let now = || clock.now();
+        let has = peers(&["has"]);
+        let never = |_peer: String| std::future::pending();
+        let first_poll = futures::FutureExt::now_or_never(catalog.learn("A", now, &has, never));
+        assert!(first_poll.is_none(), "the round should still be out");
+        assert!(!catalog.is_learning("A"), "a caller that gave up left its round behind");
     }
 
     #[test]
